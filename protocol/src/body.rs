@@ -1,0 +1,246 @@
+//! Message types and the typed body (`type` + `payload`) of an envelope.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::payload::{
+    Challenge, ErrorPayload, ExecRequest, ExecResponse, IceCandidate, Intent, InvalidPayload, Ping,
+    Register, Registered, SessionDescription, Unregister, Validate,
+};
+
+macro_rules! message_types {
+    ($( $(#[$doc:meta])* $variant:ident => $text:literal, )*) => {
+        /// The `type` of an envelope.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum MessageType {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl MessageType {
+            /// Every message type.
+            pub const ALL: &'static [MessageType] = &[$(MessageType::$variant,)*];
+
+            /// The wire name, e.g. `"EXEC_REQUEST"`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $( MessageType::$variant => $text, )* }
+            }
+        }
+
+        impl FromStr for MessageType {
+            type Err = UnknownMessageType;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $text => Ok(MessageType::$variant), )*
+                    other => Err(UnknownMessageType(other.chars().take(64).collect())),
+                }
+            }
+        }
+    };
+}
+
+message_types! {
+    /// Gateway → client: the nonce to sign (first frame of a session).
+    Challenge => "CHALLENGE",
+    /// Client → gateway: proof of possession and advertised capabilities.
+    Register => "REGISTER",
+    /// Gateway → client: registration accepted.
+    Registered => "REGISTERED",
+    /// Client → gateway: leave.
+    Unregister => "UNREGISTER",
+    /// Peer → peer via gateway: WebRTC offer.
+    Offer => "OFFER",
+    /// Peer → peer via gateway: WebRTC answer.
+    Answer => "ANSWER",
+    /// Peer → peer via gateway: trickled ICE candidate.
+    IceCandidate => "ICE_CANDIDATE",
+    /// Peer → peer: an intent or its reply.
+    Intent => "INTENT",
+    /// Peer → peer: run a capability.
+    ExecRequest => "EXEC_REQUEST",
+    /// Peer → peer: a capability's result, streamed part, or error.
+    ExecResponse => "EXEC_RESPONSE",
+    /// Any direction: a refusal or failure.
+    Error => "ERROR",
+    /// Any direction: liveness probe.
+    Ping => "PING",
+    /// Any direction: answer to PING.
+    Pong => "PONG",
+}
+
+/// A `type` string that names no message type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown message type {0:?}")]
+pub struct UnknownMessageType(pub String);
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a payload cannot be the payload of its type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The shape does not match the type's struct (missing, extra or mistyped fields).
+    #[error("payload does not match {ty}: {reason}")]
+    Shape {
+        /// The envelope's type.
+        ty: MessageType,
+        /// serde's explanation.
+        reason: String,
+    },
+    /// The shape matches but a rule is broken.
+    #[error("{ty} {source}")]
+    Invalid {
+        /// The envelope's type.
+        ty: MessageType,
+        /// The rule.
+        source: InvalidPayload,
+    },
+}
+
+/// The typed content of an envelope: its type and the payload of exactly that type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// CHALLENGE.
+    Challenge(Challenge),
+    /// REGISTER.
+    Register(Register),
+    /// REGISTERED.
+    Registered(Registered),
+    /// UNREGISTER.
+    Unregister(Unregister),
+    /// OFFER.
+    Offer(SessionDescription),
+    /// ANSWER.
+    Answer(SessionDescription),
+    /// ICE_CANDIDATE.
+    IceCandidate(IceCandidate),
+    /// INTENT.
+    Intent(Intent),
+    /// EXEC_REQUEST.
+    ExecRequest(ExecRequest),
+    /// EXEC_RESPONSE.
+    ExecResponse(ExecResponse),
+    /// ERROR.
+    Error(ErrorPayload),
+    /// PING.
+    Ping(Ping),
+    /// PONG.
+    Pong(Ping),
+}
+
+impl Body {
+    /// The envelope `type` this body goes with.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Body::Challenge(_) => MessageType::Challenge,
+            Body::Register(_) => MessageType::Register,
+            Body::Registered(_) => MessageType::Registered,
+            Body::Unregister(_) => MessageType::Unregister,
+            Body::Offer(_) => MessageType::Offer,
+            Body::Answer(_) => MessageType::Answer,
+            Body::IceCandidate(_) => MessageType::IceCandidate,
+            Body::Intent(_) => MessageType::Intent,
+            Body::ExecRequest(_) => MessageType::ExecRequest,
+            Body::ExecResponse(_) => MessageType::ExecResponse,
+            Body::Error(_) => MessageType::Error,
+            Body::Ping(_) => MessageType::Ping,
+            Body::Pong(_) => MessageType::Pong,
+        }
+    }
+
+    /// The payload as a JSON value.
+    pub fn payload_value(&self) -> Value {
+        fn to<T: Serialize>(payload: &T) -> Value {
+            serde_json::to_value(payload).expect("payload structs always serialize")
+        }
+        match self {
+            Body::Challenge(p) => to(p),
+            Body::Register(p) => to(p),
+            Body::Registered(p) => to(p),
+            Body::Unregister(p) => to(p),
+            Body::Offer(p) | Body::Answer(p) => to(p),
+            Body::IceCandidate(p) => to(p),
+            Body::Intent(p) => to(p),
+            Body::ExecRequest(p) => to(p),
+            Body::ExecResponse(p) => to(p),
+            Body::Error(p) => to(p),
+            Body::Ping(p) | Body::Pong(p) => to(p),
+        }
+    }
+
+    /// Reads `payload` as the payload of `ty` — and only of `ty` — and checks its rules.
+    pub fn from_payload(ty: MessageType, payload: &Value) -> Result<Self, PayloadError> {
+        let body = match ty {
+            MessageType::Challenge => Body::Challenge(shape(ty, payload)?),
+            MessageType::Register => Body::Register(shape(ty, payload)?),
+            MessageType::Registered => Body::Registered(shape(ty, payload)?),
+            MessageType::Unregister => Body::Unregister(shape(ty, payload)?),
+            MessageType::Offer => Body::Offer(shape(ty, payload)?),
+            MessageType::Answer => Body::Answer(shape(ty, payload)?),
+            MessageType::IceCandidate => Body::IceCandidate(shape(ty, payload)?),
+            MessageType::Intent => Body::Intent(shape(ty, payload)?),
+            MessageType::ExecRequest => Body::ExecRequest(shape(ty, payload)?),
+            MessageType::ExecResponse => Body::ExecResponse(shape(ty, payload)?),
+            MessageType::Error => Body::Error(shape(ty, payload)?),
+            MessageType::Ping => Body::Ping(shape(ty, payload)?),
+            MessageType::Pong => Body::Pong(shape(ty, payload)?),
+        };
+        body.validate()
+            .map_err(|source| PayloadError::Invalid { ty, source })?;
+        Ok(body)
+    }
+
+    /// Checks the payload's rules (see [`Validate`]).
+    pub fn validate(&self) -> Result<(), InvalidPayload> {
+        match self {
+            Body::Register(p) => p.validate(),
+            Body::Intent(p) => p.validate(),
+            Body::ExecRequest(p) => p.validate(),
+            Body::ExecResponse(p) => p.validate(),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn shape<T: serde::de::DeserializeOwned>(
+    ty: MessageType,
+    payload: &Value,
+) -> Result<T, PayloadError> {
+    T::deserialize(payload).map_err(|e| PayloadError::Shape {
+        ty,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn type_names_round_trip() {
+        for ty in MessageType::ALL {
+            assert_eq!(ty.as_str().parse::<MessageType>(), Ok(*ty));
+        }
+        assert!("exec_request".parse::<MessageType>().is_err());
+    }
+
+    #[test]
+    fn a_payload_is_read_only_as_its_own_type() {
+        let exec_response = json!({"status":"ok","result":1,"execution_time_ms":3});
+        assert!(Body::from_payload(MessageType::ExecResponse, &exec_response).is_ok());
+        for ty in MessageType::ALL {
+            if *ty != MessageType::ExecResponse {
+                assert!(
+                    Body::from_payload(*ty, &exec_response).is_err(),
+                    "an EXEC_RESPONSE payload was accepted as {ty}"
+                );
+            }
+        }
+    }
+}

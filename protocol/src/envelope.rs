@@ -1,0 +1,414 @@
+//! The signed envelope: building and signing outgoing messages, decoding and verifying
+//! incoming ones (PROTOCOL_DESIGN.md §3 and §5).
+
+use ed25519_dalek::Signature;
+use serde_json::{Map, Value};
+
+use crate::body::{Body, MessageType, PayloadError};
+use crate::codes::ErrorCode;
+use crate::did::Did;
+use crate::identity::Identity;
+use crate::json::{self, JsonError, MAX_ENVELOPE_BYTES};
+use crate::message_id::MessageId;
+use crate::payload::Intent;
+use crate::signing::{self, BadSignature, Purpose};
+use crate::timestamp::Timestamp;
+
+/// The envelope `version` this implementation speaks.
+pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// The members an envelope may have; any other member is refused.
+const FIELDS: [&str; 9] = [
+    "id",
+    "type",
+    "from",
+    "to",
+    "timestamp",
+    "correlation_id",
+    "version",
+    "payload",
+    "signature",
+];
+
+/// An envelope's content: everything but the signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Unique per sender (UUID v4).
+    pub id: MessageId,
+    /// The sender, who signs.
+    pub from: Did,
+    /// The recipient; absent only on CHALLENGE.
+    pub to: Option<Did>,
+    /// When the sender made the message.
+    pub timestamp: Timestamp,
+    /// The `id` of the message this one answers.
+    pub correlation_id: Option<MessageId>,
+    /// The type and its payload.
+    pub body: Body,
+}
+
+/// Why an envelope could not be signed and encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The signing identity is not the envelope's `from`.
+    #[error("signing identity {signer} is not the envelope's sender {from}")]
+    WrongSigner {
+        /// The identity's DID.
+        signer: Did,
+        /// The envelope's `from`.
+        from: Did,
+    },
+    /// The envelope breaks a rule of the spec (size, depth, integers, required fields).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A signed envelope and its wire form.
+#[derive(Debug, Clone)]
+pub struct SignedEnvelope {
+    envelope: Envelope,
+    signature: Signature,
+    json: String,
+}
+
+/// What went wrong decoding a frame, with the message id when it could be read (so that the
+/// ERROR sent back can carry it as `correlation_id`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind}")]
+pub struct DecodeError {
+    /// What was wrong.
+    pub kind: DecodeErrorKind,
+    /// The frame's `id`, if it was a valid one.
+    pub id: Option<MessageId>,
+}
+
+/// The kinds of [`DecodeError`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeErrorKind {
+    /// Size, syntax, duplicate keys, depth or integer range.
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    /// The top-level value is not an object.
+    #[error("envelope must be a JSON object")]
+    NotAnObject,
+    /// A required member is missing.
+    #[error("missing field {0:?}")]
+    MissingField(&'static str),
+    /// A member has the wrong form.
+    #[error("field {field:?}: {reason}")]
+    BadField {
+        /// The member.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A member the spec does not define.
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    /// `version` is not [`PROTOCOL_VERSION`].
+    #[error("unsupported version {0:?} (this peer speaks {PROTOCOL_VERSION:?})")]
+    UnsupportedVersion(String),
+    /// `type` names no message type.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// The payload is not a payload of `type`.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// `to` or `correlation_id` is missing or present against the type's rules.
+    #[error("{0}")]
+    Rule(String),
+    /// `signature` is not 64 bytes of unpadded base64url.
+    #[error("signature must be 64 bytes as unpadded base64url")]
+    SignatureEncoding,
+}
+
+impl DecodeError {
+    /// The ERROR code a receiver answers this failure with.
+    pub fn code(&self) -> ErrorCode {
+        match &self.kind {
+            DecodeErrorKind::Json(JsonError::TooLarge { .. }) => ErrorCode::TooLarge,
+            DecodeErrorKind::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            DecodeErrorKind::SignatureEncoding => ErrorCode::InvalidSignature,
+            _ => ErrorCode::MalformedMessage,
+        }
+    }
+}
+
+/// A decoded incoming envelope whose signature has not been checked yet.
+///
+/// Keeps the received JSON (minus `signature`) so that verification covers exactly what was
+/// sent, whatever defaults the typed form filled in.
+#[derive(Debug, Clone)]
+pub struct ReceivedEnvelope {
+    envelope: Envelope,
+    signature: Signature,
+    unsigned: Map<String, Value>,
+}
+
+impl Envelope {
+    /// A new envelope with a random id and no correlation.
+    pub fn new(from: Did, to: Option<Did>, body: Body, now: Timestamp) -> Self {
+        Envelope {
+            id: MessageId::random(),
+            from,
+            to,
+            timestamp: now,
+            correlation_id: None,
+            body,
+        }
+    }
+
+    /// Sets `correlation_id` (the id of the message this one answers).
+    pub fn in_reply_to(mut self, id: MessageId) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// The envelope's type.
+    pub fn message_type(&self) -> MessageType {
+        self.body.message_type()
+    }
+
+    /// The JSON object that is canonicalized and signed (everything but `signature`).
+    pub fn unsigned_object(&self) -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert("id".into(), Value::String(self.id.to_string()));
+        map.insert(
+            "type".into(),
+            Value::String(self.message_type().as_str().into()),
+        );
+        map.insert("from".into(), Value::String(self.from.to_string()));
+        if let Some(to) = &self.to {
+            map.insert("to".into(), Value::String(to.to_string()));
+        }
+        map.insert(
+            "timestamp".into(),
+            Value::String(self.timestamp.to_string()),
+        );
+        if let Some(correlation) = &self.correlation_id {
+            map.insert(
+                "correlation_id".into(),
+                Value::String(correlation.to_string()),
+            );
+        }
+        map.insert("version".into(), Value::String(PROTOCOL_VERSION.into()));
+        map.insert("payload".into(), self.body.payload_value());
+        map
+    }
+
+    /// Checks the envelope against the spec, signs it and encodes it.
+    pub fn sign(self, identity: &Identity) -> Result<SignedEnvelope, EncodeError> {
+        if identity.did() != self.from {
+            return Err(EncodeError::WrongSigner {
+                signer: identity.did(),
+                from: self.from,
+            });
+        }
+        check_rules(&self).map_err(EncodeError::Invalid)?;
+        self.body
+            .validate()
+            .map_err(|e| EncodeError::Invalid(e.to_string()))?;
+        let mut object = self.unsigned_object();
+        for value in object.values() {
+            // The envelope object is depth 1, so its members start at depth 1.
+            json::check_value_at(value, 1).map_err(|e| EncodeError::Invalid(e.to_string()))?;
+        }
+        let canonical = signing::canonicalize_object(&object);
+        let purpose = Purpose::for_type(self.message_type());
+        let signature = signing::sign(identity, purpose, &canonical);
+        object.insert(
+            "signature".into(),
+            Value::String(signing::encode_signature(&signature)),
+        );
+        let json = serde_json::to_string(&object).expect("a Map always serializes");
+        if json.len() > MAX_ENVELOPE_BYTES {
+            return Err(EncodeError::Invalid(format!(
+                "encoded envelope is {} bytes; the limit is {MAX_ENVELOPE_BYTES}",
+                json.len()
+            )));
+        }
+        Ok(SignedEnvelope {
+            envelope: self,
+            signature,
+            json,
+        })
+    }
+}
+
+/// The per-type rules for `to` and `correlation_id`.
+fn check_rules(envelope: &Envelope) -> Result<(), String> {
+    let ty = envelope.message_type();
+    match (ty, envelope.to.is_some()) {
+        (MessageType::Challenge, true) => return Err("CHALLENGE must not have \"to\"".into()),
+        (MessageType::Challenge, false) | (_, true) => {}
+        (_, false) => return Err(format!("{ty} needs \"to\"")),
+    }
+    let needs_correlation = matches!(
+        &envelope.body,
+        Body::Registered(_)
+            | Body::Answer(_)
+            | Body::IceCandidate(_)
+            | Body::ExecResponse(_)
+            | Body::Pong(_)
+            | Body::Intent(Intent::Reply(_))
+    );
+    if needs_correlation && envelope.correlation_id.is_none() {
+        return Err(format!("{ty} needs \"correlation_id\""));
+    }
+    Ok(())
+}
+
+impl SignedEnvelope {
+    /// The envelope's content.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The wire form (JSON text).
+    pub fn as_str(&self) -> &str {
+        &self.json
+    }
+
+    /// The wire form, consuming the envelope.
+    pub fn into_string(self) -> String {
+        self.json
+    }
+}
+
+impl ReceivedEnvelope {
+    /// Decodes a frame: limits, shape, version, type, typed payload, per-type rules. Does not
+    /// verify the signature: call [`ReceivedEnvelope::verify`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let value = json::parse_strict(bytes).map_err(|e| DecodeError {
+            kind: e.into(),
+            id: None,
+        })?;
+        let Value::Object(mut object) = value else {
+            return Err(DecodeError {
+                kind: DecodeErrorKind::NotAnObject,
+                id: None,
+            });
+        };
+        let id = object
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| MessageId::parse(s).ok());
+        let fail = |kind| DecodeError { kind, id };
+        let signature = match object.remove("signature") {
+            Some(Value::String(text)) => {
+                signing::decode_signature(&text).ok_or(DecodeErrorKind::SignatureEncoding)
+            }
+            Some(_) => Err(DecodeErrorKind::SignatureEncoding),
+            None => Err(DecodeErrorKind::MissingField("signature")),
+        };
+        let envelope = read_envelope(&object).map_err(fail)?;
+        let signature = signature.map_err(fail)?;
+        Ok(ReceivedEnvelope {
+            envelope,
+            signature,
+            unsigned: object,
+        })
+    }
+
+    /// The decoded content (not yet verified).
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Verifies the signature under `from`'s key, with the tag of the envelope's type.
+    pub fn verify(&self) -> Result<(), BadSignature> {
+        let canonical = signing::canonicalize_object(&self.unsigned);
+        let purpose = Purpose::for_type(self.envelope.message_type());
+        signing::verify(&self.envelope.from, purpose, &canonical, &self.signature)
+    }
+
+    /// Verifies, then yields the envelope.
+    pub fn into_verified(self) -> Result<Envelope, BadSignature> {
+        self.verify()?;
+        Ok(self.envelope)
+    }
+
+    /// The canonical bytes the signature covers (JCS of the received object without
+    /// `signature`).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        signing::canonicalize_object(&self.unsigned)
+    }
+}
+
+fn read_envelope(object: &Map<String, Value>) -> Result<Envelope, DecodeErrorKind> {
+    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(DecodeErrorKind::UnknownField(
+            unknown.chars().take(64).collect(),
+        ));
+    }
+    let version = required_str(object, "version")?;
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeErrorKind::UnsupportedVersion(
+            version.chars().take(32).collect(),
+        ));
+    }
+    let type_name = required_str(object, "type")?;
+    let ty: MessageType = type_name
+        .parse()
+        .map_err(|_| DecodeErrorKind::UnknownType(type_name.chars().take(64).collect()))?;
+    let id =
+        parse_field(object, "id", MessageId::parse)?.ok_or(DecodeErrorKind::MissingField("id"))?;
+    let from =
+        parse_field(object, "from", Did::parse)?.ok_or(DecodeErrorKind::MissingField("from"))?;
+    let to = parse_field(object, "to", Did::parse)?;
+    let timestamp = parse_field(object, "timestamp", Timestamp::parse)?
+        .ok_or(DecodeErrorKind::MissingField("timestamp"))?;
+    let correlation_id = parse_field(object, "correlation_id", MessageId::parse)?;
+    let payload = object
+        .get("payload")
+        .ok_or(DecodeErrorKind::MissingField("payload"))?;
+    let body = Body::from_payload(ty, payload)?;
+    let envelope = Envelope {
+        id,
+        from,
+        to,
+        timestamp,
+        correlation_id,
+        body,
+    };
+    check_rules(&envelope).map_err(DecodeErrorKind::Rule)?;
+    Ok(envelope)
+}
+
+fn required_str<'a>(
+    object: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, DecodeErrorKind> {
+    match object.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(DecodeErrorKind::BadField {
+            field,
+            reason: "must be a string".into(),
+        }),
+        None => Err(DecodeErrorKind::MissingField(field)),
+    }
+}
+
+/// Reads an optional string member through `parse`; `null` counts as absent.
+fn parse_field<T, E: std::fmt::Display>(
+    object: &Map<String, Value>,
+    field: &'static str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<T>, DecodeErrorKind> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse(s).map(Some).map_err(|e| DecodeErrorKind::BadField {
+            field,
+            reason: e.to_string(),
+        }),
+        Some(_) => Err(DecodeErrorKind::BadField {
+            field,
+            reason: "must be a string".into(),
+        }),
+    }
+}
