@@ -101,7 +101,11 @@ impl Identity {
     /// The X25519 key-agreement secret derived from this key (clamped SHA-512 of the seed, as
     /// the did:key method specifies), for end-to-end encryption.
     pub fn x25519_secret(&self) -> x25519_dalek::StaticSecret {
-        x25519_dalek::StaticSecret::from(self.key.to_scalar_bytes())
+        let mut scalar = Zeroizing::new(self.key.to_scalar_bytes());
+        scalar[0] &= 248;
+        scalar[31] &= 127;
+        scalar[31] |= 64;
+        x25519_dalek::StaticSecret::from(*scalar)
     }
 
     /// The identity as a PKCS#8 v1 PEM document (the secret: handle with care).

@@ -42,6 +42,7 @@ pub mod json;
 pub mod message_id;
 pub mod payload;
 pub mod replay;
+pub mod samples;
 pub mod signing;
 pub mod timestamp;
 
