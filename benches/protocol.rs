@@ -1,1 +1,53 @@
-fn main() {}
+//! Protocol hot paths for a typical OFFER (≈1.5 KB SDP) and EXEC_REQUEST:
+//! canonicalize, sign, encode (build + canonicalize + sign + serialize), decode, verify.
+//!
+//! Run: `cargo bench --bench protocol`. Figures are in README.md § Performance.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ioap_protocol::samples::example_envelope;
+use ioap_protocol::signing::{self, Purpose};
+use ioap_protocol::{MessageType, ReceivedEnvelope};
+
+fn protocol(c: &mut Criterion) {
+    for (name, ty) in [
+        ("offer", MessageType::Offer),
+        ("exec_request", MessageType::ExecRequest),
+    ] {
+        let (signer, envelope) = example_envelope(ty);
+        let object = envelope.unsigned_object();
+        let canonical = signing::canonicalize_object(&object);
+        let wire = envelope.clone().sign(&signer).expect("sign").into_string();
+        let received = ReceivedEnvelope::decode(wire.as_bytes()).expect("decode");
+        let mut group = c.benchmark_group(name);
+        group.throughput(criterion::Throughput::Bytes(wire.len() as u64));
+        group.bench_function("canonicalize", |b| {
+            b.iter(|| signing::canonicalize_object(black_box(&object)))
+        });
+        group.bench_function("sign", |b| {
+            b.iter(|| signing::sign(&signer, Purpose::Message, black_box(&canonical)))
+        });
+        group.bench_function("encode", |b| {
+            b.iter(|| black_box(envelope.clone()).sign(&signer).expect("sign"))
+        });
+        group.bench_function("decode", |b| {
+            b.iter(|| ReceivedEnvelope::decode(black_box(wire.as_bytes())).expect("decode"))
+        });
+        group.bench_function("verify", |b| {
+            b.iter(|| black_box(&received).verify().expect("verify"))
+        });
+        group.bench_function("decode_and_verify", |b| {
+            b.iter(|| {
+                ReceivedEnvelope::decode(black_box(wire.as_bytes()))
+                    .expect("decode")
+                    .verify()
+                    .expect("verify")
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, protocol);
+criterion_main!(benches);

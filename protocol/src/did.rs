@@ -54,11 +54,39 @@ pub enum DidError {
 
 /// An Ed25519 `did:key` identifier, validated.
 ///
-/// Holds the 32 public-key bytes; equality and hashing are on those bytes, which is the same as
-/// on the canonical text.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Holds the public key both as its 32 bytes and decompressed, so verification does not pay
+/// for decompression again. Equality, ordering and hashing are on the bytes, which is the same
+/// as on the canonical text.
+#[derive(Clone, Copy)]
 pub struct Did {
     key: [u8; 32],
+    verifying: VerifyingKey,
+}
+
+impl PartialEq for Did {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Did {}
+
+impl std::hash::Hash for Did {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl PartialOrd for Did {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Did {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
 }
 
 impl Did {
@@ -79,16 +107,17 @@ impl Did {
 
     /// Makes a DID from raw public-key bytes, refusing invalid and weak keys.
     pub fn from_public_key_bytes(key: [u8; 32]) -> Result<Self, DidError> {
-        let verifying = VerifyingKey::from_bytes(&key).map_err(|_| DidError::InvalidKey)?;
-        // from_bytes accepts a non-canonical y coordinate (y ≥ p) and keeps the bytes as given;
-        // compressing the decoded point again exposes it.
-        if verifying.to_edwards().compress().to_bytes() != key {
+        // from_bytes accepts a non-canonical y coordinate (y ≥ p) and keeps the bytes as given.
+        if y_is_unreduced(&key) {
             return Err(DidError::NonCanonical);
         }
+        let verifying = VerifyingKey::from_bytes(&key).map_err(|_| DidError::InvalidKey)?;
+        // The other non-canonical encodings (x = 0 with the sign bit set) are the points
+        // y = ±1, both of small order, so the weak-key check refuses them.
         if verifying.is_weak() {
             return Err(DidError::WeakKey);
         }
-        Ok(Did { key })
+        Ok(Did { key, verifying })
     }
 
     /// Makes a DID from a verifying key, refusing weak keys.
@@ -101,9 +130,9 @@ impl Did {
         &self.key
     }
 
-    /// The Ed25519 verifying key (decompresses the point; about 10 µs).
-    pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey::from_bytes(&self.key).expect("validated when the Did was made")
+    /// The Ed25519 verifying key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifying
     }
 
     /// The multibase public key, `z6Mk…` (the DID without `did:key:`).
@@ -120,6 +149,11 @@ impl Did {
     pub fn x25519_public_key_multibase(&self) -> String {
         encode_multibase_key(X25519_MULTICODEC, self.x25519_public_key().as_bytes())
     }
+}
+
+/// Whether the y coordinate in an encoded point (low 255 bits, little-endian) is ≥ p = 2^255 − 19.
+fn y_is_unreduced(key: &[u8; 32]) -> bool {
+    key[31] & 0x7f == 0x7f && key[1..31].iter().all(|b| *b == 0xff) && key[0] >= 0xed
 }
 
 /// `z` ‖ base58btc(multicodec ‖ key).

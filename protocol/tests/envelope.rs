@@ -82,7 +82,8 @@ fn each_envelope_error_has_its_code() {
     };
     use DecodeErrorKind as K;
     use ErrorCode as C;
-    let cases: Vec<(String, C, fn(&K) -> bool)> = vec![
+    type Case = (String, C, fn(&K) -> bool);
+    let cases: Vec<Case> = vec![
         ("[]".into(), C::MalformedMessage, |k| {
             matches!(k, K::NotAnObject)
         }),
