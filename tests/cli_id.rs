@@ -39,7 +39,11 @@ fn bad_seeds_fail_clearly() {
     for seed in ["abc", &"zz".repeat(32), &"00".repeat(33)] {
         let out = ioap(&["id", "from-seed", seed]);
         assert!(!out.status.success(), "{seed} accepted");
-        assert!(stderr(&out).contains("64 hexadecimal digits"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("64 hexadecimal digits"),
+            "{}",
+            stderr(&out)
+        );
         assert!(stdout(&out).is_empty());
     }
 }

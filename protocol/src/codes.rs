@@ -71,6 +71,8 @@ error_codes! {
     SessionReplaced => "SESSION_REPLACED",
     /// The addressed agent is not registered (or not reachable) at this gateway.
     UnknownAgent => "UNKNOWN_AGENT",
+    /// The gateway relays only signaling (OFFER, ANSWER, ICE_CANDIDATE) between agents.
+    NotRelayed => "NOT_RELAYED",
     /// The receiver's outbound queue is full; the message was dropped.
     ReceiverBusy => "RECEIVER_BUSY",
     /// The peer refused or could not establish a connection.

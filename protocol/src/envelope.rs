@@ -37,7 +37,7 @@ pub struct Envelope {
     pub id: MessageId,
     /// The sender, who signs.
     pub from: Did,
-    /// The recipient; absent only on CHALLENGE.
+    /// The recipient; absent on CHALLENGE, and on an ERROR to a peer not yet identified.
     pub to: Option<Did>,
     /// When the sender made the message.
     pub timestamp: Timestamp,
@@ -54,9 +54,9 @@ pub enum EncodeError {
     #[error("signing identity {signer} is not the envelope's sender {from}")]
     WrongSigner {
         /// The identity's DID.
-        signer: Did,
+        signer: String,
         /// The envelope's `from`.
-        from: Did,
+        from: String,
     },
     /// The envelope breaks a rule of the spec (size, depth, integers, required fields).
     #[error("{0}")]
@@ -200,8 +200,8 @@ impl Envelope {
     pub fn sign(self, identity: &Identity) -> Result<SignedEnvelope, EncodeError> {
         if identity.did() != self.from {
             return Err(EncodeError::WrongSigner {
-                signer: identity.did(),
-                from: self.from,
+                signer: identity.did().to_string(),
+                from: self.from.to_string(),
             });
         }
         check_rules(&self).map_err(EncodeError::Invalid)?;
@@ -240,7 +240,8 @@ fn check_rules(envelope: &Envelope) -> Result<(), String> {
     let ty = envelope.message_type();
     match (ty, envelope.to.is_some()) {
         (MessageType::Challenge, true) => return Err("CHALLENGE must not have \"to\"".into()),
-        (MessageType::Challenge, false) | (_, true) => {}
+        // CHALLENGE precedes knowing the peer; an ERROR may answer a peer not yet known.
+        (MessageType::Challenge | MessageType::Error, false) | (_, true) => {}
         (_, false) => return Err(format!("{ty} needs \"to\"")),
     }
     let needs_correlation = matches!(

@@ -214,9 +214,9 @@ pub enum ClientHandshakeError {
     #[error("gateway is {found}, expected {expected}")]
     WrongGateway {
         /// The DID that was pinned.
-        expected: Did,
+        expected: String,
         /// The DID the gateway has.
-        found: Did,
+        found: String,
     },
     /// The REGISTER could not be built.
     #[error("cannot build REGISTER: {0}")]
@@ -254,8 +254,8 @@ impl ClientHandshake {
             && expected != gateway
         {
             return Err(ClientHandshakeError::WrongGateway {
-                expected,
-                found: gateway,
+                expected: expected.to_string(),
+                found: gateway.to_string(),
             });
         }
         challenge

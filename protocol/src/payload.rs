@@ -32,6 +32,12 @@ pub trait Validate {
     fn validate(&self) -> Result<(), InvalidPayload>;
 }
 
+/// Reads a present member as `Some`, even when it is JSON `null`, so that `Some(Value::Null)`
+/// and an absent member stay distinct through a round trip.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
 fn invalid(why: impl Into<String>) -> Result<(), InvalidPayload> {
     Err(InvalidPayload(why.into()))
 }
@@ -56,7 +62,11 @@ pub struct Capability {
     #[serde(default)]
     pub description: String,
     /// Optional JSON Schema of the `args` object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args_schema: Option<Value>,
 }
 
@@ -208,7 +218,11 @@ pub struct ErrorPayload {
     /// A human-readable explanation (never secrets).
     pub message: String,
     /// Optional structured details.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub details: Option<Value>,
 }
 
@@ -274,7 +288,11 @@ pub struct ExecResponse {
     /// Final success, partial, or final error.
     pub status: ExecStatus,
     /// The value (for `ok` and `partial`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub result: Option<Value>,
     /// Why the call failed (for `error` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
