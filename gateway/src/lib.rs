@@ -1,4 +1,34 @@
-//! The ioap rendezvous gateway.
+//! # ioap-gateway
 //!
-//! Not implemented yet: this crate is a placeholder so that the workspace layout is fixed.
-//! The gateway issue builds it.
+//! The ioap rendezvous service: agents connect over WebSocket (`/ws`, subprotocol `ioap.v1`),
+//! prove they hold their `did:key`, and register; the gateway keeps the live registry and
+//! relays WebRTC signaling (OFFER, ANSWER, ICE_CANDIDATE) between registered agents. HTTP
+//! beside it: `/health`, `/agents`, `/agents/{did}`, `/metrics`. PROTOCOL_DESIGN.md §6 and §10
+//! are the rules it implements; README.md documents its flags, endpoints and metrics.
+//!
+//! Embedding:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let gateway = ioap_gateway::Gateway::start(ioap_gateway::GatewayConfig::ephemeral()).await?;
+//! println!("agents connect to {}", gateway.ws_url());
+//! gateway.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod audience;
+pub mod config;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod registry;
+pub mod routing;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod state;
+pub mod tls;
+
+pub use config::{Admission, GatewayConfig, TlsFiles};
+pub use server::{Gateway, RunningGateway, ShutdownHandle};
+pub use settings::{LogFormat, LogSettings, Settings};

@@ -1,6 +1,77 @@
-//! `ioap-gateway` binary (placeholder until the gateway issue lands).
+//! `ioap-gateway`: run the rendezvous service (`ioap-gateway --help` lists every setting).
 
-fn main() {
-    eprintln!("ioap-gateway is not implemented yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use ioap_gateway::{Gateway, LogFormat, LogSettings, Settings};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let settings = Settings::parse();
+    let (config, log) = match settings.resolve() {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::select! {
+            () = termination() => {}
+            () = gateway.shutdown_requested() => {}
+        }
+        gateway.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(log: &LogSettings) {
+    let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
 }

@@ -131,6 +131,8 @@ pub enum CloseCode {
     /// 1003: the client sent a binary frame after being told not to (reserved; binary frames
     /// currently get MALFORMED_MESSAGE and the session survives).
     UnsupportedData = 1003,
+    /// 1007: a text frame was not valid UTF-8.
+    InvalidPayload = 1007,
     /// 1008: policy violation — repeated malformed input.
     PolicyViolation = 1008,
     /// 1009: a frame exceeded the size limit.
@@ -159,6 +161,7 @@ impl CloseCode {
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::UnsupportedData,
+        CloseCode::InvalidPayload,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
@@ -187,6 +190,7 @@ impl CloseCode {
             CloseCode::Normal => "unregistered",
             CloseCode::GoingAway => "gateway shutting down",
             CloseCode::UnsupportedData => "unsupported data",
+            CloseCode::InvalidPayload => "invalid UTF-8",
             CloseCode::PolicyViolation => "policy violation",
             CloseCode::MessageTooBig => "frame too large",
             CloseCode::InternalError => "internal error",

@@ -1,0 +1,127 @@
+//! Prometheus metrics (through the `metrics` facade). The names are part of the operator's
+//! interface and listed in README.md.
+//!
+//! The recorder is process-wide: every gateway in one process reports into the same set.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ioap_protocol::{ErrorCode, MessageType};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open WebSocket connections (gauge).
+pub const CONNECTIONS_OPEN: &str = "ioap_gateway_connections_open";
+/// WebSocket connections accepted (counter).
+pub const CONNECTIONS_TOTAL: &str = "ioap_gateway_connections_total";
+/// Connections refused at the connection limit (counter).
+pub const CONNECTIONS_REFUSED: &str = "ioap_gateway_connections_refused_total";
+/// Registered agents (gauge).
+pub const AGENTS_REGISTERED: &str = "ioap_gateway_registered_agents";
+/// Registrations by `result` (`ok` / `failed`) and `reason` (counter).
+pub const REGISTRATIONS: &str = "ioap_gateway_registrations_total";
+/// Relayed frames by `type` (counter).
+pub const RELAYED: &str = "ioap_gateway_relayed_messages_total";
+/// ERRORs sent by the gateway, by `code` (counter).
+pub const ERRORS: &str = "ioap_gateway_errors_total";
+/// Relays refused because the receiver's queue was full (counter).
+pub const QUEUE_OVERFLOWS: &str = "ioap_gateway_queue_overflows_total";
+/// Sessions closed, by `reason` (counter).
+pub const DISCONNECTS: &str = "ioap_gateway_disconnects_total";
+/// Seconds from a frame's arrival to its write to the receiver's socket (histogram).
+pub const RELAY_LATENCY: &str = "ioap_gateway_relay_latency_seconds";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(RELAY_LATENCY.into()), LATENCY_BUCKETS)
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed by an embedding program; then ours
+            // still renders what it is given (nothing), and theirs gets the data.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_gauge!(CONNECTIONS_OPEN, "Open WebSocket connections");
+    metrics::describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted");
+    metrics::describe_counter!(CONNECTIONS_REFUSED, "Connections refused at the limit");
+    metrics::describe_gauge!(AGENTS_REGISTERED, "Registered agents");
+    metrics::describe_counter!(REGISTRATIONS, "Registration attempts by result and reason");
+    metrics::describe_counter!(RELAYED, "Relayed signaling frames by type");
+    metrics::describe_counter!(ERRORS, "ERROR messages sent, by code");
+    metrics::describe_counter!(QUEUE_OVERFLOWS, "Relays refused: receiver queue full");
+    metrics::describe_counter!(DISCONNECTS, "Sessions closed, by reason");
+    metrics::describe_histogram!(
+        RELAY_LATENCY,
+        metrics::Unit::Seconds,
+        "Frame arrival to write on the receiver's socket"
+    );
+}
+
+/// A connection was accepted.
+pub fn connection_opened() {
+    counter!(CONNECTIONS_TOTAL).increment(1);
+    gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+/// A connection ended.
+pub fn connection_closed(reason: &'static str) {
+    gauge!(CONNECTIONS_OPEN).decrement(1.0);
+    counter!(DISCONNECTS, "reason" => reason).increment(1);
+}
+
+/// A connection was refused at the limit.
+pub fn connection_refused() {
+    counter!(CONNECTIONS_REFUSED).increment(1);
+}
+
+/// A registration succeeded.
+pub fn registered() {
+    counter!(REGISTRATIONS, "result" => "ok", "reason" => "ok").increment(1);
+    gauge!(AGENTS_REGISTERED).increment(1.0);
+}
+
+/// A registered agent left the registry.
+pub fn unregistered() {
+    gauge!(AGENTS_REGISTERED).decrement(1.0);
+}
+
+/// A registration failed with `code`.
+pub fn registration_failed(code: ErrorCode) {
+    counter!(REGISTRATIONS, "result" => "failed", "reason" => code.as_str()).increment(1);
+}
+
+/// A frame of type `ty` was queued for its receiver.
+pub fn relayed(ty: MessageType) {
+    counter!(RELAYED, "type" => ty.as_str()).increment(1);
+}
+
+/// The gateway sent an ERROR with `code`.
+pub fn error_sent(code: ErrorCode) {
+    counter!(ERRORS, "code" => code.as_str()).increment(1);
+}
+
+/// A relay was refused because the receiver's queue was full.
+pub fn queue_overflow() {
+    counter!(QUEUE_OVERFLOWS).increment(1);
+}
+
+/// A relayed frame reached its receiver's socket after `elapsed`.
+pub fn relay_latency(elapsed: Duration) {
+    histogram!(RELAY_LATENCY).record(elapsed.as_secs_f64());
+}

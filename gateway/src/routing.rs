@@ -1,0 +1,223 @@
+//! What a registered session's frame asks of the gateway (PROTOCOL_DESIGN.md §10), as a plain
+//! function of the frame and the session: no sockets, no registry.
+
+use ioap_protocol::{Body, Did, ErrorCode, MessageId, MessageType, ReceivedEnvelope};
+
+/// The gateway's decision about one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Forward the frame's original bytes to `to`.
+    Relay {
+        /// The receiver.
+        to: Did,
+        /// The frame's type (for metrics).
+        ty: MessageType,
+        /// The frame's id (to correlate UNKNOWN_AGENT / RECEIVER_BUSY).
+        id: MessageId,
+    },
+    /// Answer a PING addressed to the gateway.
+    Pong {
+        /// The PING's id.
+        id: MessageId,
+        /// Its sequence.
+        sequence: u64,
+    },
+    /// Remove the agent and close normally.
+    Unregister,
+    /// Answer with ERROR and drop the frame.
+    Reject {
+        /// The error code.
+        code: ErrorCode,
+        /// The explanation.
+        message: String,
+        /// The refused frame's id, if it could be read.
+        id: Option<MessageId>,
+    },
+    /// Nothing to do (an ERROR or PONG addressed to the gateway).
+    Ignore,
+}
+
+/// Who the session is and how strict the gateway is.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionView<'a> {
+    /// The DID the session registered as.
+    pub agent: &'a Did,
+    /// The gateway's DID.
+    pub gateway: &'a Did,
+    /// Whether relayed frames' signatures are checked.
+    pub verify_relayed: bool,
+}
+
+/// Decides what to do with a text frame from a registered session.
+pub fn route(frame: &str, session: SessionView<'_>) -> Action {
+    let received = match ReceivedEnvelope::decode(frame.as_bytes()) {
+        Ok(received) => received,
+        Err(error) => {
+            return Action::Reject {
+                code: error.code(),
+                message: error.to_string(),
+                id: error.id,
+            };
+        }
+    };
+    let envelope = received.envelope();
+    let reject = |code, message: String| Action::Reject {
+        code,
+        message,
+        id: Some(envelope.id),
+    };
+    if envelope.from != *session.agent {
+        return reject(
+            ErrorCode::SenderMismatch,
+            "\"from\" is not the DID this session registered as".into(),
+        );
+    }
+    let ty = envelope.message_type();
+    let Some(to) = envelope.to else {
+        // Only an ERROR may omit "to"; an agent's ERROR to nobody in particular is noted.
+        return Action::Ignore;
+    };
+    if to == *session.gateway {
+        return match &envelope.body {
+            Body::Ping(ping) => Action::Pong {
+                id: envelope.id,
+                sequence: ping.sequence,
+            },
+            Body::Unregister(_) => Action::Unregister,
+            Body::Register(_) => reject(
+                ErrorCode::AlreadyRegistered,
+                "this session is already registered".into(),
+            ),
+            Body::Pong(_) | Body::Error(_) => Action::Ignore,
+            _ => reject(
+                ErrorCode::NotRelayed,
+                format!("the gateway does not handle {ty}"),
+            ),
+        };
+    }
+    match ty {
+        MessageType::Offer | MessageType::Answer | MessageType::IceCandidate => {
+            if session.verify_relayed && received.verify().is_err() {
+                return reject(
+                    ErrorCode::InvalidSignature,
+                    "signature does not verify".into(),
+                );
+            }
+            Action::Relay {
+                to,
+                ty,
+                id: envelope.id,
+            }
+        }
+        _ => reject(
+            ErrorCode::NotRelayed,
+            format!("the gateway relays only OFFER, ANSWER and ICE_CANDIDATE, not {ty}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ioap_protocol::payload::{Ping, SessionDescription, Unregister};
+    use ioap_protocol::samples::{alice, bob, example_time, gateway};
+    use ioap_protocol::{Envelope, Identity};
+
+    fn view<'a>(agent: &'a Did, gw: &'a Did, verify: bool) -> SessionView<'a> {
+        SessionView {
+            agent,
+            gateway: gw,
+            verify_relayed: verify,
+        }
+    }
+
+    fn signed(signer: &Identity, to: Did, body: Body) -> String {
+        Envelope::new(signer.did(), Some(to), body, example_time())
+            .sign(signer)
+            .expect("sign")
+            .into_string()
+    }
+
+    fn offer() -> Body {
+        Body::Offer(SessionDescription { sdp: "v=0".into() })
+    }
+
+    #[test]
+    fn signaling_to_another_agent_is_relayed() {
+        let (a, g) = (alice().did(), gateway().did());
+        let frame = signed(&alice(), bob().did(), offer());
+        assert!(matches!(
+            route(&frame, view(&a, &g, false)),
+            Action::Relay { to, ty: MessageType::Offer, .. } if to == bob().did()
+        ));
+    }
+
+    #[test]
+    fn a_spoofed_sender_is_rejected() {
+        let (b, g) = (bob().did(), gateway().did());
+        let frame = signed(&alice(), gateway().did(), offer());
+        assert!(matches!(
+            route(&frame, view(&b, &g, false)),
+            Action::Reject {
+                code: ErrorCode::SenderMismatch,
+                id: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn ping_and_unregister_to_the_gateway() {
+        let (a, g) = (alice().did(), gateway().did());
+        let ping = signed(&alice(), g, Body::Ping(Ping { sequence: 9 }));
+        assert!(matches!(
+            route(&ping, view(&a, &g, false)),
+            Action::Pong { sequence: 9, .. }
+        ));
+        let bye = signed(&alice(), g, Body::Unregister(Unregister::default()));
+        assert_eq!(route(&bye, view(&a, &g, false)), Action::Unregister);
+    }
+
+    #[test]
+    fn application_messages_are_not_relayed() {
+        let (a, g) = (alice().did(), gateway().did());
+        let frame = signed(&alice(), bob().did(), Body::Ping(Ping { sequence: 1 }));
+        assert!(matches!(
+            route(&frame, view(&a, &g, false)),
+            Action::Reject {
+                code: ErrorCode::NotRelayed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn malformed_frames_get_their_decode_code() {
+        let (a, g) = (alice().did(), gateway().did());
+        assert!(matches!(
+            route("{nope", view(&a, &g, false)),
+            Action::Reject {
+                code: ErrorCode::MalformedMessage,
+                id: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn verify_relayed_catches_a_bad_signature() {
+        let (a, g) = (alice().did(), gateway().did());
+        let frame = signed(&alice(), bob().did(), offer()).replace("v=0", "v=1");
+        assert!(matches!(
+            route(&frame, view(&a, &g, false)),
+            Action::Relay { .. }
+        ));
+        assert!(matches!(
+            route(&frame, view(&a, &g, true)),
+            Action::Reject {
+                code: ErrorCode::InvalidSignature,
+                ..
+            }
+        ));
+    }
+}
