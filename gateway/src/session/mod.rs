@@ -1,0 +1,171 @@
+//! One WebSocket session: the registration handshake (`handshake`), then the relay loop
+//! (`relay`).
+//!
+//! One task per session owns the socket. It reads the client's frames and writes what other
+//! sessions queued for it; relaying to another session is a non-blocking push into that
+//! session's bounded queue, so a client that stops reading only ever stalls itself.
+//!
+//! A session that ends leaves the registry *before* its close frame is sent, so a client that
+//! has seen the close can rely on being gone.
+
+mod handshake;
+mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use ioap_protocol::{CloseCode, Did, ErrorCode};
+use tokio::time::timeout;
+use tracing::{debug, info};
+
+use crate::metrics;
+use crate::state::GatewayState;
+
+/// Where the connection came from.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's socket address.
+    pub remote: SocketAddr,
+    /// The upgrade request's `Host` header.
+    pub host: Option<String>,
+    /// Whether it arrived over TLS.
+    pub tls: bool,
+}
+
+/// How a session ends: why (a metrics label and log field), and what the client is told.
+#[derive(Debug)]
+pub(crate) struct Ending {
+    reason: &'static str,
+    error: Option<String>,
+    close: Option<CloseCode>,
+}
+
+impl Ending {
+    /// The connection is gone or unusable: nothing more is sent.
+    fn quiet(reason: &'static str) -> Self {
+        Ending {
+            reason,
+            error: None,
+            close: None,
+        }
+    }
+
+    /// Close with `code`.
+    fn close(reason: &'static str, code: CloseCode) -> Self {
+        Ending {
+            reason,
+            error: None,
+            close: Some(code),
+        }
+    }
+
+    /// Send the ERROR `error`, then close with `code`.
+    fn fail(reason: &'static str, error: String, code: CloseCode) -> Self {
+        Ending {
+            reason,
+            error: Some(error),
+            close: Some(code),
+        }
+    }
+}
+
+/// The socket, with writes bounded by the write timeout.
+pub(crate) struct Conn {
+    socket: WebSocket,
+    write_timeout: Duration,
+}
+
+impl Conn {
+    /// Sends text; `Err` when the client is gone or too slow.
+    async fn send(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Ending> {
+        self.send_message(Message::Text(text.into())).await
+    }
+
+    async fn send_message(&mut self, message: Message) -> Result<(), Ending> {
+        match timeout(self.write_timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::quiet("client_gone")),
+            Err(_) => Err(Ending::quiet("slow_consumer")),
+        }
+    }
+
+    /// Tells the client how the session ends (best effort).
+    async fn finish(&mut self, ending: &Ending) {
+        if let Some(error) = &ending.error
+            && self.send(error.as_str()).await.is_err()
+        {
+            return;
+        }
+        if let Some(code) = ending.close {
+            let frame = CloseFrame {
+                code: code.code(),
+                reason: code.reason().into(),
+            };
+            let _ = self.send_message(Message::Close(Some(frame))).await;
+        }
+    }
+}
+
+/// Serves one upgraded connection until it ends.
+pub async fn run(state: Arc<GatewayState>, socket: WebSocket, peer: Peer) {
+    metrics::connection_opened();
+    let mut conn = Conn {
+        socket,
+        write_timeout: state.config.write_timeout,
+    };
+    let ending = match handshake::register(&state, &mut conn, &peer).await {
+        Ok(mut session) => {
+            let ending = session.serve(&mut conn).await;
+            session.leave();
+            info!(did = %session.did(), reason = ending.reason, "agent disconnected");
+            ending
+        }
+        Err(ending) => ending,
+    };
+    conn.finish(&ending).await;
+    metrics::connection_closed(ending.reason);
+    state.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Closes a connection over the limit with 1013 (try again later).
+pub async fn refuse_over_limit(state: Arc<GatewayState>, socket: WebSocket) {
+    metrics::connection_refused();
+    let mut conn = Conn {
+        socket,
+        write_timeout: state.config.write_timeout,
+    };
+    conn.finish(&Ending::close("connection_limit", CloseCode::TryAgainLater))
+        .await;
+}
+
+/// What a read error means: oversize frames and invalid UTF-8 get their ERROR and close
+/// code; anything else means the connection is gone.
+fn read_failed(state: &GatewayState, agent: Option<Did>, error: axum::Error) -> Ending {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => {
+            let message = format!(
+                "frame exceeds the limit of {} bytes",
+                state.config.max_frame_bytes
+            );
+            let error = state.error(agent, ErrorCode::TooLarge, message, None);
+            Ending::fail("too_large", error, CloseCode::MessageTooBig)
+        }
+        Some(tungstenite::Error::Utf8(_)) => {
+            let error = state.error(
+                agent,
+                ErrorCode::MalformedMessage,
+                "text frame is not valid UTF-8",
+                None,
+            );
+            Ending::fail("invalid_utf8", error, CloseCode::InvalidPayload)
+        }
+        _ => {
+            debug!(error = %inner, "read failed");
+            Ending::quiet("client_gone")
+        }
+    }
+}
