@@ -170,9 +170,19 @@ impl Registry {
 
     /// The agent registered as `did`.
     pub fn get(&self, did: &Did) -> Option<Arc<AgentRecord>> {
-        self.agents
-            .get(did.public_key_bytes())
-            .map(|entry| Arc::clone(entry.value()))
+        self.get_by_key(did.public_key_bytes())
+    }
+
+    /// The agent whose public key is `key`.
+    pub fn get_by_key(&self, key: &[u8; 32]) -> Option<Arc<AgentRecord>> {
+        self.agents.get(key).map(|entry| Arc::clone(entry.value()))
+    }
+
+    /// The registered DID named by `text`, without re-validating it (for decoding frames:
+    /// see `ReceivedEnvelope::decode_with`).
+    pub fn resolve(&self, text: &str) -> Option<Did> {
+        let key = Did::key_bytes_of(text).ok()?;
+        self.agents.get(&key).map(|entry| entry.did)
     }
 
     /// How many agents are registered (listed or not).

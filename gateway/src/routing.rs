@@ -38,10 +38,14 @@ pub enum Action {
 }
 
 /// Who the session is and how strict the gateway is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct SessionView<'a> {
     /// The DID the session registered as.
     pub agent: &'a Did,
+    /// Its canonical text.
+    pub agent_text: &'a str,
+    /// Resolves DIDs already known to be valid (the registry), to skip re-validating them.
+    pub known: &'a dyn Fn(&str) -> Option<Did>,
     /// The gateway's DID.
     pub gateway: &'a Did,
     /// Whether relayed frames' signatures are checked.
@@ -50,7 +54,14 @@ pub struct SessionView<'a> {
 
 /// Decides what to do with a text frame from a registered session.
 pub fn route(frame: &str, session: SessionView<'_>) -> Action {
-    let received = match ReceivedEnvelope::decode(frame.as_bytes()) {
+    let resolve = |text: &str| {
+        if text == session.agent_text {
+            Some(*session.agent)
+        } else {
+            (session.known)(text)
+        }
+    };
+    let received = match ReceivedEnvelope::decode_with(frame.as_bytes(), resolve) {
         Ok(received) => received,
         Err(error) => {
             return Action::Reject {
@@ -123,11 +134,29 @@ mod tests {
     use ioap_protocol::samples::{alice, bob, example_time, gateway};
     use ioap_protocol::{Envelope, Identity};
 
-    fn view<'a>(agent: &'a Did, gw: &'a Did, verify: bool) -> SessionView<'a> {
-        SessionView {
-            agent,
-            gateway: gw,
-            verify_relayed: verify,
+    struct Fixture {
+        agent: Did,
+        text: String,
+        gateway: Did,
+    }
+
+    impl Fixture {
+        fn new(agent: Did) -> Self {
+            Fixture {
+                agent,
+                text: agent.to_string(),
+                gateway: gateway().did(),
+            }
+        }
+
+        fn view(&self, verify_relayed: bool) -> SessionView<'_> {
+            SessionView {
+                agent: &self.agent,
+                agent_text: &self.text,
+                known: &|_| None,
+                gateway: &self.gateway,
+                verify_relayed,
+            }
         }
     }
 
@@ -144,20 +173,20 @@ mod tests {
 
     #[test]
     fn signaling_to_another_agent_is_relayed() {
-        let (a, g) = (alice().did(), gateway().did());
+        let f = Fixture::new(alice().did());
         let frame = signed(&alice(), bob().did(), offer());
         assert!(matches!(
-            route(&frame, view(&a, &g, false)),
+            route(&frame, f.view(false)),
             Action::Relay { to, ty: MessageType::Offer, .. } if to == bob().did()
         ));
     }
 
     #[test]
     fn a_spoofed_sender_is_rejected() {
-        let (b, g) = (bob().did(), gateway().did());
+        let f = Fixture::new(bob().did());
         let frame = signed(&alice(), gateway().did(), offer());
         assert!(matches!(
-            route(&frame, view(&b, &g, false)),
+            route(&frame, f.view(false)),
             Action::Reject {
                 code: ErrorCode::SenderMismatch,
                 id: Some(_),
@@ -168,22 +197,22 @@ mod tests {
 
     #[test]
     fn ping_and_unregister_to_the_gateway() {
-        let (a, g) = (alice().did(), gateway().did());
-        let ping = signed(&alice(), g, Body::Ping(Ping { sequence: 9 }));
+        let f = Fixture::new(alice().did());
+        let ping = signed(&alice(), f.gateway, Body::Ping(Ping { sequence: 9 }));
         assert!(matches!(
-            route(&ping, view(&a, &g, false)),
+            route(&ping, f.view(false)),
             Action::Pong { sequence: 9, .. }
         ));
-        let bye = signed(&alice(), g, Body::Unregister(Unregister::default()));
-        assert_eq!(route(&bye, view(&a, &g, false)), Action::Unregister);
+        let bye = signed(&alice(), f.gateway, Body::Unregister(Unregister::default()));
+        assert_eq!(route(&bye, f.view(false)), Action::Unregister);
     }
 
     #[test]
     fn application_messages_are_not_relayed() {
-        let (a, g) = (alice().did(), gateway().did());
+        let f = Fixture::new(alice().did());
         let frame = signed(&alice(), bob().did(), Body::Ping(Ping { sequence: 1 }));
         assert!(matches!(
-            route(&frame, view(&a, &g, false)),
+            route(&frame, f.view(false)),
             Action::Reject {
                 code: ErrorCode::NotRelayed,
                 ..
@@ -193,9 +222,9 @@ mod tests {
 
     #[test]
     fn malformed_frames_get_their_decode_code() {
-        let (a, g) = (alice().did(), gateway().did());
+        let f = Fixture::new(alice().did());
         assert!(matches!(
-            route("{nope", view(&a, &g, false)),
+            route("{nope", f.view(false)),
             Action::Reject {
                 code: ErrorCode::MalformedMessage,
                 id: None,
@@ -206,14 +235,11 @@ mod tests {
 
     #[test]
     fn verify_relayed_catches_a_bad_signature() {
-        let (a, g) = (alice().did(), gateway().did());
+        let f = Fixture::new(alice().did());
         let frame = signed(&alice(), bob().did(), offer()).replace("v=0", "v=1");
+        assert!(matches!(route(&frame, f.view(false)), Action::Relay { .. }));
         assert!(matches!(
-            route(&frame, view(&a, &g, false)),
-            Action::Relay { .. }
-        ));
-        assert!(matches!(
-            route(&frame, view(&a, &g, true)),
+            route(&frame, f.view(true)),
             Action::Reject {
                 code: ErrorCode::InvalidSignature,
                 ..

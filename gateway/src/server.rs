@@ -112,7 +112,7 @@ async fn prune_limits(state: Arc<GatewayState>) {
             () = state.shutdown.cancelled() => return,
             _ = tick.tick() => {
                 rounds += 1;
-                if rounds % 6 == 0 || state.limits.over_bound() {
+                if rounds.is_multiple_of(6) || state.limits.over_bound() {
                     state.limits.prune();
                 }
             }

@@ -182,7 +182,7 @@ async fn a_reader_that_stops_reading_does_not_delay_another_pair() {
         for _ in 0..20 {
             sender.send(stalled.did(), big.clone()).await;
         }
-        while let Ok(event) =
+        if let Ok(event) =
             tokio::time::timeout(Duration::from_millis(20), next_event(&mut sender.ws)).await
         {
             let Event::Text(text) = event else {

@@ -92,11 +92,17 @@ impl Ord for Did {
 impl Did {
     /// Parses and validates a DID string (see [`DidError`] for every rejection).
     pub fn parse(text: &str) -> Result<Self, DidError> {
+        Self::from_public_key_bytes(Self::key_bytes_of(text)?)
+    }
+
+    /// The 32 key bytes a DID text names, checking its form (prefix, multibase, multicodec,
+    /// length) but *not* that the bytes are a valid, non-weak point: for looking a DID up
+    /// among DIDs already validated. Use [`Did::parse`] for anything else.
+    pub fn key_bytes_of(text: &str) -> Result<[u8; 32], DidError> {
         let suffix = text
             .strip_prefix(DID_KEY_PREFIX)
             .ok_or(DidError::WrongPrefix)?;
-        let key = decode_multibase_key(suffix, ED25519_MULTICODEC)?;
-        Self::from_public_key_bytes(key)
+        decode_multibase_key(suffix, ED25519_MULTICODEC)
     }
 
     /// Parses the multibase public-key form used in REGISTER (`z6Mk…`, the DID without

@@ -29,6 +29,7 @@ pub(super) struct Session {
     state: Arc<GatewayState>,
     id: u64,
     record: Arc<AgentRecord>,
+    did_text: String,
     queue: mpsc::Receiver<Outbound>,
     replaced: CancellationToken,
     rate: Option<DefaultDirectRateLimiter>,
@@ -71,6 +72,7 @@ impl Session {
         Session {
             state: Arc::clone(state),
             id,
+            did_text: registration.did.to_string(),
             record,
             queue,
             replaced,
@@ -202,8 +204,12 @@ impl Session {
     async fn handle(&self, conn: &mut Conn, text: Utf8Bytes) -> Result<Handled, Ending> {
         let arrived = Instant::now();
         let did = self.did();
+        let registry = &self.state.registry;
+        let known = |text: &str| registry.resolve(text);
         let view = SessionView {
             agent: &did,
+            agent_text: &self.did_text,
+            known: &known,
             gateway: &self.state.did,
             verify_relayed: self.state.config.verify_relayed,
         };
