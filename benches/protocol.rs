@@ -34,6 +34,33 @@ fn protocol(c: &mut Criterion) {
         group.bench_function("decode", |b| {
             b.iter(|| ReceivedEnvelope::decode(black_box(wire.as_bytes())).expect("decode"))
         });
+        let (from, to) = (envelope.from, envelope.to);
+        let known = move |text: &str| {
+            [Some(from), to]
+                .into_iter()
+                .flatten()
+                .find(|did| did.to_string() == text)
+        };
+        let from_text = from.to_string();
+        let to_text = to.map(|d| d.to_string()).unwrap_or_default();
+        let cached = |text: &str| {
+            if text == from_text {
+                Some(from)
+            } else if text == to_text {
+                to
+            } else {
+                None
+            }
+        };
+        let _ = known;
+        group.bench_function("decode_known_dids", |b| {
+            b.iter(|| {
+                ReceivedEnvelope::decode_with(black_box(wire.as_bytes()), cached).expect("decode")
+            })
+        });
+        group.bench_function("parse_json_only", |b| {
+            b.iter(|| ioap_protocol::json::parse_strict(black_box(wire.as_bytes())).expect("json"))
+        });
         group.bench_function("verify", |b| {
             b.iter(|| black_box(&received).verify().expect("verify"))
         });

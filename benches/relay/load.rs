@@ -62,7 +62,7 @@ async fn connect(kind: Kind, url: String) -> anyhow::Result<Agent> {
             HeaderValue::from_static("ioap.v1"),
         );
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
     match kind {
         Kind::Bare => {
             ws.send(Message::text(identity.did().to_string())).await?;

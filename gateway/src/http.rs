@@ -149,19 +149,19 @@ async fn agents(
 }
 
 async fn agent(State(app): State<AppState>, Path(did): Path<String>) -> Response {
-    let Ok(did) = Did::parse(&did) else {
+    let Ok(parsed) = Did::parse(&did) else {
         return error_body(
             StatusCode::BAD_REQUEST,
             ErrorCode::MalformedMessage,
             "not a valid did:key",
         );
     };
-    match app.gateway.registry.listed(&did) {
+    match app.gateway.registry.listed(&parsed.to_string()) {
         Some(summary) => Json(summary).into_response(),
         None => error_body(
             StatusCode::NOT_FOUND,
             ErrorCode::UnknownAgent,
-            format!("no listed agent {did} is registered here"),
+            format!("no listed agent {parsed} is registered here"),
         ),
     }
 }

@@ -40,6 +40,8 @@ pub enum PushError {
 pub struct AgentRecord {
     /// The agent.
     pub did: Did,
+    /// Its canonical text (the registry's key).
+    pub did_text: Box<str>,
     /// Unique per session in this process.
     pub session_id: u64,
     /// When it registered.
@@ -70,6 +72,7 @@ impl AgentRecord {
         replaced: CancellationToken,
     ) -> Self {
         AgentRecord {
+            did_text: did.to_string().into_boxed_str(),
             did,
             session_id,
             connected_at,
@@ -101,7 +104,7 @@ impl AgentRecord {
         let last = Timestamp::from_unix_millis(self.last_activity.load(Ordering::Relaxed))
             .unwrap_or(self.connected_at);
         AgentSummary {
-            did: self.did.to_string(),
+            did: self.did_text.to_string(),
             connected_at: self.connected_at,
             last_activity: last,
             capabilities: self.capabilities.clone(),
@@ -136,10 +139,11 @@ pub struct AgentPage {
     pub next_cursor: Option<String>,
 }
 
-/// The registry.
+/// The registry, keyed by the DIDs' canonical text (what frames carry, so routing needs no
+/// decoding).
 #[derive(Debug, Default)]
 pub struct Registry {
-    agents: DashMap<[u8; 32], Arc<AgentRecord>>,
+    agents: DashMap<Box<str>, Arc<AgentRecord>>,
 }
 
 impl Registry {
@@ -151,7 +155,7 @@ impl Registry {
     /// Registers an agent. An existing session for the same DID is replaced: it is told to
     /// close (SESSION_REPLACED) and returned.
     pub fn insert(&self, record: Arc<AgentRecord>) -> Option<Arc<AgentRecord>> {
-        let old = self.agents.insert(*record.did.public_key_bytes(), record);
+        let old = self.agents.insert(record.did_text.clone(), record);
         if let Some(old) = &old {
             old.replaced.cancel();
         }
@@ -160,29 +164,15 @@ impl Registry {
 
     /// Removes the agent if `session_id` is still its session (a replaced session must not
     /// remove its replacement). Returns whether it removed.
-    pub fn remove(&self, did: &Did, session_id: u64) -> bool {
+    pub fn remove(&self, did: &str, session_id: u64) -> bool {
         self.agents
-            .remove_if(did.public_key_bytes(), |_, record| {
-                record.session_id == session_id
-            })
+            .remove_if(did, |_, record| record.session_id == session_id)
             .is_some()
     }
 
-    /// The agent registered as `did`.
-    pub fn get(&self, did: &Did) -> Option<Arc<AgentRecord>> {
-        self.get_by_key(did.public_key_bytes())
-    }
-
-    /// The agent whose public key is `key`.
-    pub fn get_by_key(&self, key: &[u8; 32]) -> Option<Arc<AgentRecord>> {
-        self.agents.get(key).map(|entry| Arc::clone(entry.value()))
-    }
-
-    /// The registered DID named by `text`, without re-validating it (for decoding frames:
-    /// see `ReceivedEnvelope::decode_with`).
-    pub fn resolve(&self, text: &str) -> Option<Did> {
-        let key = Did::key_bytes_of(text).ok()?;
-        self.agents.get(&key).map(|entry| entry.did)
+    /// The agent registered as `did` (its canonical text).
+    pub fn get(&self, did: &str) -> Option<Arc<AgentRecord>> {
+        self.agents.get(did).map(|entry| Arc::clone(entry.value()))
     }
 
     /// How many agents are registered (listed or not).
@@ -205,7 +195,7 @@ impl Registry {
             .filter(|entry| {
                 capability.is_none_or(|name| entry.capabilities.iter().any(|c| c.name == name))
             })
-            .map(|entry| (entry.did.to_string(), Arc::clone(entry.value())))
+            .map(|entry| (entry.key().to_string(), Arc::clone(entry.value())))
             .collect();
         matching.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let total = matching.len();
@@ -226,7 +216,7 @@ impl Registry {
     }
 
     /// The public view of one listed agent.
-    pub fn listed(&self, did: &Did) -> Option<AgentSummary> {
+    pub fn listed(&self, did: &str) -> Option<AgentSummary> {
         self.get(did)
             .filter(|record| record.listed)
             .map(|record| record.summary())
@@ -276,9 +266,9 @@ mod tests {
         assert!(first_token.is_cancelled());
         assert!(!second_token.is_cancelled());
         // The replaced session ending must not remove its replacement.
-        assert!(!registry.remove(&first.did, 1));
-        assert_eq!(registry.get(&first.did).map(|r| r.session_id), Some(2));
-        assert!(registry.remove(&first.did, 2));
+        assert!(!registry.remove(&first.did_text, 1));
+        assert_eq!(registry.get(&first.did_text).map(|r| r.session_id), Some(2));
+        assert!(registry.remove(&first.did_text, 2));
         assert!(registry.is_empty());
     }
 

@@ -222,3 +222,56 @@ async fn a_reader_that_stops_reading_does_not_delay_another_pair() {
     drop(stalled);
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_receiver_blocked_past_the_write_timeout_is_dropped() {
+    let gateway = start(|c| {
+        c.queue_capacity = 4;
+        c.rate_per_did = 0;
+        c.write_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let url = gateway.ws_url();
+    let mut sender = register(&url).await;
+    let stalled = register(&url).await; // never reads
+    let big = Body::Offer(SessionDescription {
+        sdp: "a".repeat(60_000),
+    });
+    let mut dropped = false;
+    'sending: for _ in 0..200 {
+        for _ in 0..10 {
+            sender.send(stalled.did(), big.clone()).await;
+        }
+        while let Ok(event) =
+            tokio::time::timeout(Duration::from_millis(50), next_event(&mut sender.ws)).await
+        {
+            let Event::Text(text) = event else {
+                panic!("sender closed")
+            };
+            let received = ReceivedEnvelope::decode(text.as_bytes()).expect("decode");
+            if let Body::Error(error) = &received.envelope().body
+                && error.code == ErrorCode::UnknownAgent
+            {
+                dropped = true;
+                break 'sending;
+            }
+        }
+    }
+    assert!(dropped, "the blocked receiver was never dropped");
+    let metrics = http()
+        .get(format!("{}/metrics", gateway.http_url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ioap_gateway_disconnects_total") && l.contains("slow_consumer")),
+        "slow consumer disconnect counted"
+    );
+    drop(stalled);
+    gateway.shutdown().await;
+}

@@ -24,6 +24,9 @@ use tracing::{debug, info};
 use crate::metrics;
 use crate::state::GatewayState;
 
+/// Longest wait for the final ERROR and close frame of a session.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Where the connection came from.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -88,12 +91,14 @@ impl Conn {
         match timeout(self.write_timeout, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Ending::quiet("client_gone")),
-            Err(_) => Err(Ending::quiet("slow_consumer")),
+            Err(_) => Err(Ending::close("slow_consumer", CloseCode::SlowConsumer)),
         }
     }
 
-    /// Tells the client how the session ends (best effort).
+    /// Tells the client how the session ends (best effort; a client whose socket is already
+    /// backed up gets at most [`CLOSE_GRACE`] more before the connection is dropped).
     async fn finish(&mut self, ending: &Ending) {
+        self.write_timeout = self.write_timeout.min(CLOSE_GRACE);
         if let Some(error) = &ending.error
             && self.send(error.as_str()).await.is_err()
         {
@@ -125,8 +130,9 @@ pub async fn run(state: Arc<GatewayState>, socket: WebSocket, peer: Peer) {
         }
         Err(ending) => ending,
     };
-    conn.finish(&ending).await;
+    // Counted before the goodbye is written: a client blocked on its socket can delay that.
     metrics::connection_closed(ending.reason);
+    conn.finish(&ending).await;
     state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 

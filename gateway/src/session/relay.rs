@@ -1,5 +1,6 @@
 //! The relay loop of a registered session (PROTOCOL_DESIGN.md §10).
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,7 +30,6 @@ pub(super) struct Session {
     state: Arc<GatewayState>,
     id: u64,
     record: Arc<AgentRecord>,
-    did_text: String,
     queue: mpsc::Receiver<Outbound>,
     replaced: CancellationToken,
     rate: Option<DefaultDirectRateLimiter>,
@@ -72,7 +72,6 @@ impl Session {
         Session {
             state: Arc::clone(state),
             id,
-            did_text: registration.did.to_string(),
             record,
             queue,
             replaced,
@@ -93,7 +92,7 @@ impl Session {
 
     /// Leaves the registry (unless a newer session already replaced this one).
     pub(super) fn leave(&self) {
-        if self.state.registry.remove(&self.record.did, self.id) {
+        if self.state.registry.remove(&self.record.did_text, self.id) {
             metrics::unregistered();
         }
     }
@@ -115,13 +114,20 @@ impl Session {
         let mut pings = tokio::time::interval(config.ping_interval);
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         pings.tick().await;
+        // Made once: each `cancelled()` registers with the token, which is shared by every
+        // session (a lock per loop iteration otherwise).
+        let shutdown = state.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let replaced_token = self.replaced.clone();
+        let replaced = replaced_token.cancelled();
+        tokio::pin!(replaced);
         loop {
             tokio::select! {
                 biased;
-                () = state.shutdown.cancelled() => {
+                () = &mut shutdown => {
                     return Err(Ending::close("shutdown", CloseCode::GoingAway));
                 }
-                () = self.replaced.cancelled() => {
+                () = &mut replaced => {
                     let error = state.error(Some(self.did()), ErrorCode::SessionReplaced,
                         "a newer session registered this DID", None);
                     return Err(Ending::fail("replaced", error, CloseCode::SessionReplaced));
@@ -200,22 +206,38 @@ impl Session {
         Ok(())
     }
 
-    /// Acts on a frame that passed the rate limits.
-    async fn handle(&self, conn: &mut Conn, text: Utf8Bytes) -> Result<Handled, Ending> {
-        let arrived = Instant::now();
+    /// Decides what the frame asks for. Resolving `to` finds the receiver's record, which is
+    /// returned for the relay.
+    fn route(&self, text: &str) -> (Action, Option<Arc<AgentRecord>>) {
         let did = self.did();
+        let receiver = Cell::new(None);
         let registry = &self.state.registry;
-        let known = |text: &str| registry.resolve(text);
+        let known = |text: &str| {
+            let record = registry.get(text)?;
+            let did = record.did;
+            receiver.set(Some(record));
+            Some(did)
+        };
         let view = SessionView {
             agent: &did,
-            agent_text: &self.did_text,
+            agent_text: &self.record.did_text,
             known: &known,
             gateway: &self.state.did,
             verify_relayed: self.state.config.verify_relayed,
         };
-        match routing::route(text.as_str(), view) {
+        let action = routing::route(text, view);
+        (action, receiver.take())
+    }
+
+    /// Acts on a frame that passed the rate limits.
+    async fn handle(&self, conn: &mut Conn, text: Utf8Bytes) -> Result<Handled, Ending> {
+        let arrived = Instant::now();
+        let did = self.did();
+        let (action, receiver) = self.route(&text);
+        match action {
             Action::Relay { to, ty, id } => {
-                if let Err(code) = self.relay(to, text, arrived) {
+                let receiver = receiver.filter(|record| record.did == to);
+                if let Err(code) = relay(receiver, text, arrived) {
                     let message = match code {
                         ErrorCode::ReceiverBusy => format!("{to} is not reading; {ty} dropped"),
                         _ => format!("no agent {to} is registered here"),
@@ -248,27 +270,27 @@ impl Session {
             Action::Ignore => Ok(Handled::Ok),
         }
     }
+}
 
-    /// Queues the frame's original bytes for `to` without waiting.
-    fn relay(&self, to: Did, text: Utf8Bytes, arrived: Instant) -> Result<(), ErrorCode> {
-        let receiver = self
-            .state
-            .registry
-            .get(&to)
-            .ok_or(ErrorCode::UnknownAgent)?;
-        receiver
-            .push(Outbound {
-                text,
-                received_at: Some(arrived),
-            })
-            .map_err(|e| match e {
-                PushError::Full => {
-                    metrics::queue_overflow();
-                    ErrorCode::ReceiverBusy
-                }
-                PushError::Gone => ErrorCode::UnknownAgent,
-            })
-    }
+/// Queues the frame's original bytes for the receiver without waiting.
+fn relay(
+    receiver: Option<Arc<AgentRecord>>,
+    text: Utf8Bytes,
+    arrived: Instant,
+) -> Result<(), ErrorCode> {
+    let receiver = receiver.ok_or(ErrorCode::UnknownAgent)?;
+    receiver
+        .push(Outbound {
+            text,
+            received_at: Some(arrived),
+        })
+        .map_err(|e| match e {
+            PushError::Full => {
+                metrics::queue_overflow();
+                ErrorCode::ReceiverBusy
+            }
+            PushError::Gone => ErrorCode::UnknownAgent,
+        })
 }
 
 /// The `id` of a frame, to correlate a refusal without decoding the whole envelope.
