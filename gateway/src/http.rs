@@ -23,6 +23,9 @@ use crate::state::GatewayState;
 /// Read buffer per WebSocket. Small, because most sessions are idle; frames larger than it
 /// are still read whole.
 const READ_BUFFER_BYTES: usize = 4096;
+/// Queued frames are written in batches of up to this many bytes per flush (one syscall); the
+/// buffer is allocated only by sessions that receive traffic.
+const WRITE_BATCH_BYTES: usize = 32 * 1024;
 /// Most agents one `/agents` page returns.
 const MAX_PAGE: usize = 1000;
 /// Agents per page when `limit` is not given.
@@ -80,8 +83,8 @@ async fn websocket(
     let max_frame = gateway.config.max_frame_bytes;
     let upgrade = upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_frame * 4)
+        .write_buffer_size(WRITE_BATCH_BYTES)
+        .max_write_buffer_size(WRITE_BATCH_BYTES + max_frame * 2)
         .max_message_size(max_frame)
         .max_frame_size(max_frame);
     let open = gateway.connections.fetch_add(1, Ordering::Relaxed);

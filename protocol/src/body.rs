@@ -3,9 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::json::{JsonError, check_safe_f64, check_safe_u64, check_value_at};
 use crate::payload::{
     Challenge, ErrorPayload, ExecRequest, ExecResponse, IceCandidate, Intent, InvalidPayload, Ping,
     Register, Registered, SessionDescription, Unregister, Validate,
@@ -175,27 +176,32 @@ impl Body {
 
     /// Reads `payload` as the payload of `ty` — and only of `ty` — and checks its rules.
     pub fn from_payload(ty: MessageType, payload: &Value) -> Result<Self, PayloadError> {
-        let body = match ty {
-            MessageType::Challenge => Body::Challenge(shape(ty, payload)?),
-            MessageType::Register => Body::Register(shape(ty, payload)?),
-            MessageType::Registered => Body::Registered(shape(ty, payload)?),
-            MessageType::Unregister => Body::Unregister(shape(ty, payload)?),
-            MessageType::Offer => Body::Offer(shape(ty, payload)?),
-            MessageType::Answer => Body::Answer(shape(ty, payload)?),
-            MessageType::IceCandidate => Body::IceCandidate(shape(ty, payload)?),
-            MessageType::Intent => Body::Intent(shape(ty, payload)?),
-            MessageType::ExecRequest => Body::ExecRequest(shape(ty, payload)?),
-            MessageType::ExecResponse => Body::ExecResponse(shape(ty, payload)?),
-            MessageType::Error => Body::Error(shape(ty, payload)?),
-            MessageType::Ping => Body::Ping(shape(ty, payload)?),
-            MessageType::Pong => Body::Pong(shape(ty, payload)?),
-        };
+        let body = read(ty, payload).map_err(|e| PayloadError::Shape {
+            ty,
+            reason: e.to_string(),
+        })?;
         body.validate()
             .map_err(|source| PayloadError::Invalid { ty, source })?;
         Ok(body)
     }
 
-    /// Checks the payload's rules (see [`Validate`]).
+    /// [`Body::from_payload`] from the payload's JSON text, without building a JSON tree.
+    pub fn from_payload_json(ty: MessageType, payload: &str) -> Result<Self, PayloadError> {
+        let shape = |e: serde_json::Error| PayloadError::Shape {
+            ty,
+            reason: e.to_string(),
+        };
+        let mut deserializer = serde_json::Deserializer::from_str(payload);
+        let body = read(ty, &mut deserializer).map_err(shape)?;
+        deserializer.end().map_err(shape)?;
+        body.validate()
+            .map_err(|source| PayloadError::Invalid { ty, source })?;
+        Ok(body)
+    }
+
+    /// Checks the payload's rules (see [`Validate`]) and the limits of PROTOCOL_DESIGN.md §8
+    /// that the typed form does not enforce by itself: nesting depth of free-form members and
+    /// the integer range of numeric members.
     pub fn validate(&self) -> Result<(), InvalidPayload> {
         match self {
             Body::Register(p) => p.validate(),
@@ -203,17 +209,72 @@ impl Body {
             Body::ExecRequest(p) => p.validate(),
             Body::ExecResponse(p) => p.validate(),
             _ => Ok(()),
+        }?;
+        self.check_limits()
+    }
+
+    fn check_limits(&self) -> Result<(), InvalidPayload> {
+        // Depths as `json::check_value_at` counts them: envelope 0, payload 1, its members 2.
+        let limit =
+            |result: Result<(), JsonError>| result.map_err(|e| InvalidPayload(e.to_string()));
+        let free = |value: &Value, depth| limit(check_value_at(value, depth));
+        match self {
+            Body::Register(p) => p
+                .capabilities
+                .iter()
+                .filter_map(|c| c.args_schema.as_ref())
+                .try_for_each(|schema| free(schema, 4)),
+            Body::Registered(p) => {
+                limit(check_safe_u64(p.idle_timeout_ms))?;
+                limit(check_safe_u64(p.max_frame_bytes))
+            }
+            Body::Intent(Intent::Query(q)) => free(&q.context, 2),
+            Body::Intent(Intent::Task(t)) => free(&t.params, 2),
+            Body::Intent(Intent::Reply(r)) => match &r.cost {
+                Some(cost) => limit(check_safe_f64(cost.amount)),
+                None => Ok(()),
+            },
+            Body::ExecRequest(p) => free(&p.args, 2),
+            Body::ExecResponse(p) => {
+                limit(check_safe_u64(p.execution_time_ms))?;
+                if let Some(result) = &p.result {
+                    free(result, 2)?;
+                }
+                match p.error.as_ref().and_then(|e| e.details.as_ref()) {
+                    Some(details) => free(details, 3),
+                    None => Ok(()),
+                }
+            }
+            Body::Error(p) => match &p.details {
+                Some(details) => free(details, 2),
+                None => Ok(()),
+            },
+            Body::Ping(p) | Body::Pong(p) => limit(check_safe_u64(p.sequence)),
+            Body::Challenge(_)
+            | Body::Unregister(_)
+            | Body::Offer(_)
+            | Body::Answer(_)
+            | Body::IceCandidate(_) => Ok(()),
         }
     }
 }
 
-fn shape<T: serde::de::DeserializeOwned>(
-    ty: MessageType,
-    payload: &Value,
-) -> Result<T, PayloadError> {
-    T::deserialize(payload).map_err(|e| PayloadError::Shape {
-        ty,
-        reason: e.to_string(),
+/// Reads the payload of `ty` from any deserializer (a JSON text or a JSON tree).
+fn read<'de, D: Deserializer<'de>>(ty: MessageType, d: D) -> Result<Body, D::Error> {
+    Ok(match ty {
+        MessageType::Challenge => Body::Challenge(Deserialize::deserialize(d)?),
+        MessageType::Register => Body::Register(Deserialize::deserialize(d)?),
+        MessageType::Registered => Body::Registered(Deserialize::deserialize(d)?),
+        MessageType::Unregister => Body::Unregister(Deserialize::deserialize(d)?),
+        MessageType::Offer => Body::Offer(Deserialize::deserialize(d)?),
+        MessageType::Answer => Body::Answer(Deserialize::deserialize(d)?),
+        MessageType::IceCandidate => Body::IceCandidate(Deserialize::deserialize(d)?),
+        MessageType::Intent => Body::Intent(Deserialize::deserialize(d)?),
+        MessageType::ExecRequest => Body::ExecRequest(Deserialize::deserialize(d)?),
+        MessageType::ExecResponse => Body::ExecResponse(Deserialize::deserialize(d)?),
+        MessageType::Error => Body::Error(Deserialize::deserialize(d)?),
+        MessageType::Ping => Body::Ping(Deserialize::deserialize(d)?),
+        MessageType::Pong => Body::Pong(Deserialize::deserialize(d)?),
     })
 }
 

@@ -17,19 +17,6 @@ use crate::timestamp::Timestamp;
 /// The envelope `version` this implementation speaks.
 pub const PROTOCOL_VERSION: &str = "1.0";
 
-/// The members an envelope may have; any other member is refused.
-const FIELDS: [&str; 9] = [
-    "id",
-    "type",
-    "from",
-    "to",
-    "timestamp",
-    "correlation_id",
-    "version",
-    "payload",
-    "signature",
-];
-
 /// An envelope's content: everything but the signature.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -136,13 +123,13 @@ impl DecodeError {
 
 /// A decoded incoming envelope whose signature has not been checked yet.
 ///
-/// Keeps the received JSON (minus `signature`) so that verification covers exactly what was
-/// sent, whatever defaults the typed form filled in.
+/// Keeps the received text so that verification covers exactly what was sent, whatever
+/// defaults the typed form filled in.
 #[derive(Debug, Clone)]
 pub struct ReceivedEnvelope {
     envelope: Envelope,
     signature: Signature,
-    unsigned: Map<String, Value>,
+    received: Box<[u8]>,
 }
 
 impl Envelope {
@@ -236,7 +223,7 @@ impl Envelope {
 }
 
 /// The per-type rules for `to` and `correlation_id`.
-fn check_rules(envelope: &Envelope) -> Result<(), String> {
+pub(crate) fn check_rules(envelope: &Envelope) -> Result<(), String> {
     let ty = envelope.message_type();
     match (ty, envelope.to.is_some()) {
         (MessageType::Challenge, true) => return Err("CHALLENGE must not have \"to\"".into()),
@@ -296,34 +283,11 @@ impl ReceivedEnvelope {
         bytes: &[u8],
         known: impl Fn(&str) -> Option<Did>,
     ) -> Result<Self, DecodeError> {
-        let value = json::parse_strict(bytes).map_err(|e| DecodeError {
-            kind: e.into(),
-            id: None,
-        })?;
-        let Value::Object(mut object) = value else {
-            return Err(DecodeError {
-                kind: DecodeErrorKind::NotAnObject,
-                id: None,
-            });
-        };
-        let id = object
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|s| MessageId::parse(s).ok());
-        let fail = |kind| DecodeError { kind, id };
-        let signature = match object.remove("signature") {
-            Some(Value::String(text)) => {
-                signing::decode_signature(&text).ok_or(DecodeErrorKind::SignatureEncoding)
-            }
-            Some(_) => Err(DecodeErrorKind::SignatureEncoding),
-            None => Err(DecodeErrorKind::MissingField("signature")),
-        };
-        let envelope = read_envelope(&object, &known).map_err(fail)?;
-        let signature = signature.map_err(fail)?;
+        let (envelope, signature) = crate::decode::decode(bytes, &known)?;
         Ok(ReceivedEnvelope {
             envelope,
             signature,
-            unsigned: object,
+            received: bytes.into(),
         })
     }
 
@@ -334,7 +298,7 @@ impl ReceivedEnvelope {
 
     /// Verifies the signature under `from`'s key, with the tag of the envelope's type.
     pub fn verify(&self) -> Result<(), BadSignature> {
-        let canonical = signing::canonicalize_object(&self.unsigned);
+        let canonical = self.canonical_bytes();
         let purpose = Purpose::for_type(self.envelope.message_type());
         signing::verify(&self.envelope.from, purpose, &canonical, &self.signature)
     }
@@ -348,88 +312,13 @@ impl ReceivedEnvelope {
     /// The canonical bytes the signature covers (JCS of the received object without
     /// `signature`).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        signing::canonicalize_object(&self.unsigned)
-    }
-}
-
-fn read_envelope(
-    object: &Map<String, Value>,
-    known: &dyn Fn(&str) -> Option<Did>,
-) -> Result<Envelope, DecodeErrorKind> {
-    let did = |text: &str| match known(text) {
-        Some(did) => {
-            debug_assert_eq!(did.to_string(), text, "resolver returned another DID");
-            Ok(did)
+        // The frame decoded once already, so it parses again under the same rules.
+        match json::parse_strict(&self.received) {
+            Ok(Value::Object(mut object)) => {
+                object.remove("signature");
+                signing::canonicalize_object(&object)
+            }
+            _ => Vec::new(),
         }
-        None => Did::parse(text),
-    };
-    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(DecodeErrorKind::UnknownField(
-            unknown.chars().take(64).collect(),
-        ));
-    }
-    let version = required_str(object, "version")?;
-    if version != PROTOCOL_VERSION {
-        return Err(DecodeErrorKind::UnsupportedVersion(
-            version.chars().take(32).collect(),
-        ));
-    }
-    let type_name = required_str(object, "type")?;
-    let ty: MessageType = type_name
-        .parse()
-        .map_err(|_| DecodeErrorKind::UnknownType(type_name.chars().take(64).collect()))?;
-    let id =
-        parse_field(object, "id", MessageId::parse)?.ok_or(DecodeErrorKind::MissingField("id"))?;
-    let from = parse_field(object, "from", did)?.ok_or(DecodeErrorKind::MissingField("from"))?;
-    let to = parse_field(object, "to", did)?;
-    let timestamp = parse_field(object, "timestamp", Timestamp::parse)?
-        .ok_or(DecodeErrorKind::MissingField("timestamp"))?;
-    let correlation_id = parse_field(object, "correlation_id", MessageId::parse)?;
-    let payload = object
-        .get("payload")
-        .ok_or(DecodeErrorKind::MissingField("payload"))?;
-    let body = Body::from_payload(ty, payload)?;
-    let envelope = Envelope {
-        id,
-        from,
-        to,
-        timestamp,
-        correlation_id,
-        body,
-    };
-    check_rules(&envelope).map_err(DecodeErrorKind::Rule)?;
-    Ok(envelope)
-}
-
-fn required_str<'a>(
-    object: &'a Map<String, Value>,
-    field: &'static str,
-) -> Result<&'a str, DecodeErrorKind> {
-    match object.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(DecodeErrorKind::BadField {
-            field,
-            reason: "must be a string".into(),
-        }),
-        None => Err(DecodeErrorKind::MissingField(field)),
-    }
-}
-
-/// Reads an optional string member through `parse`; `null` counts as absent.
-fn parse_field<T, E: std::fmt::Display>(
-    object: &Map<String, Value>,
-    field: &'static str,
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> Result<Option<T>, DecodeErrorKind> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse(s).map(Some).map_err(|e| DecodeErrorKind::BadField {
-            field,
-            reason: e.to_string(),
-        }),
-        Some(_) => Err(DecodeErrorKind::BadField {
-            field,
-            reason: "must be a string".into(),
-        }),
     }
 }

@@ -90,6 +90,43 @@ pub fn check_value_at(value: &Value, depth: usize) -> Result<(), JsonError> {
     walk(value, depth)
 }
 
+/// `deserialize_with` for free-form JSON members of payloads: the strict rules (duplicate keys,
+/// integer range, a nesting bound) while the typed payload is read. The exact depth within the
+/// envelope is checked afterwards by the payload's validation (see [`check_value_at`]).
+pub fn strict_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    let violation = Cell::new(None);
+    let seed = StrictValue {
+        depth: 0,
+        violation: &violation,
+    };
+    seed.deserialize(deserializer)
+        .map_err(|e| match violation.take() {
+            Some(v) => serde::de::Error::custom(v),
+            None => e,
+        })
+}
+
+/// [`strict_value`] for an optional member: present (even as `null`) is `Some`, so that
+/// `Some(Value::Null)` and an absent member stay distinct through a round trip.
+pub fn strict_present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Value>, D::Error> {
+    strict_value(deserializer).map(Some)
+}
+
+/// Checks that an integer-valued number is within ±(2^53 − 1) (for typed numeric members).
+pub fn check_safe_u64(value: u64) -> Result<(), JsonError> {
+    check_number(&Number::from(value))
+}
+
+/// Checks a typed float member under the same rule as parsed numbers.
+pub fn check_safe_f64(value: f64) -> Result<(), JsonError> {
+    match Number::from_f64(value) {
+        Some(n) => check_number(&n),
+        None => Err(JsonError::UnsafeInteger(value.to_string())),
+    }
+}
+
 fn enter(depth: usize) -> Result<(), JsonError> {
     if depth >= MAX_DEPTH {
         Err(JsonError::TooDeep)

@@ -34,6 +34,7 @@
 
 pub mod body;
 pub mod codes;
+mod decode;
 pub mod did;
 pub mod envelope;
 pub mod handshake;

@@ -32,12 +32,6 @@ pub trait Validate {
     fn validate(&self) -> Result<(), InvalidPayload>;
 }
 
-/// Reads a present member as `Some`, even when it is JSON `null`, so that `Some(Value::Null)`
-/// and an absent member stay distinct through a round trip.
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
-}
-
 fn invalid(why: impl Into<String>) -> Result<(), InvalidPayload> {
     Err(InvalidPayload(why.into()))
 }
@@ -64,7 +58,7 @@ pub struct Capability {
     /// Optional JSON Schema of the `args` object.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "crate::json::strict_present",
         skip_serializing_if = "Option::is_none"
     )]
     pub args_schema: Option<Value>,
@@ -220,7 +214,7 @@ pub struct ErrorPayload {
     /// Optional structured details.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "crate::json::strict_present",
         skip_serializing_if = "Option::is_none"
     )]
     pub details: Option<Value>,
@@ -244,7 +238,7 @@ pub struct ExecRequest {
     /// The capability's name.
     pub capability: String,
     /// Arguments, passed to the handler as they are.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::strict_value")]
     pub args: Value,
     /// How long the caller waits for the final response.
     #[serde(default = "default_timeout")]
@@ -290,7 +284,7 @@ pub struct ExecResponse {
     /// The value (for `ok` and `partial`).
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "crate::json::strict_present",
         skip_serializing_if = "Option::is_none"
     )]
     pub result: Option<Value>,
@@ -346,7 +340,10 @@ impl Intent {
 impl<'de> Deserialize<'de> for Intent {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let mut value = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+        // Strictly: a duplicate key must not slip through the detour via a JSON tree.
+        let Value::Object(mut value) = crate::json::strict_value(deserializer)? else {
+            return Err(D::Error::custom("INTENT payload must be an object"));
+        };
         let kind = match value.remove("kind") {
             Some(Value::String(kind)) => kind,
             Some(_) => return Err(D::Error::custom("INTENT kind must be a string")),
@@ -375,7 +372,7 @@ pub struct IntentQuery {
     /// What the caller wants, in natural language.
     pub query: String,
     /// Anything that helps the receiver understand it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::strict_value")]
     pub context: Value,
 }
 
@@ -386,7 +383,7 @@ pub struct IntentTask {
     /// The task's name.
     pub task: String,
     /// The task's parameters.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::strict_value")]
     pub params: Value,
 }
 

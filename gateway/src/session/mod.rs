@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use ioap_protocol::{CloseCode, Did, ErrorCode};
 use tokio::time::timeout;
 use tracing::{debug, info};
@@ -85,6 +86,22 @@ impl Conn {
     /// Sends text; `Err` when the client is gone or too slow.
     async fn send(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Ending> {
         self.send_message(Message::Text(text.into())).await
+    }
+
+    /// Sends several texts with one flush at the end.
+    async fn send_batch(&mut self, texts: impl Iterator<Item = Utf8Bytes>) -> Result<(), Ending> {
+        let socket = &mut self.socket;
+        let write = async move {
+            for text in texts {
+                socket.feed(Message::Text(text)).await?;
+            }
+            socket.flush().await
+        };
+        match timeout(self.write_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::quiet("client_gone")),
+            Err(_) => Err(Ending::close("slow_consumer", CloseCode::SlowConsumer)),
+        }
     }
 
     async fn send_message(&mut self, message: Message) -> Result<(), Ending> {

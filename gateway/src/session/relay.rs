@@ -22,6 +22,8 @@ use crate::registry::{AgentRecord, Outbound, PushError};
 use crate::routing::{self, Action, SessionView};
 use crate::state::GatewayState;
 
+/// Most queued frames written before one flush.
+const WRITE_BATCH_FRAMES: usize = 32;
 /// Rate-limited frames in a row after which the session is closed (4006).
 const RATE_LIMITED_BEFORE_CLOSE: u32 = 256;
 
@@ -132,12 +134,7 @@ impl Session {
                         "a newer session registered this DID", None);
                     return Err(Ending::fail("replaced", error, CloseCode::SessionReplaced));
                 }
-                Some(out) = self.queue.recv() => {
-                    conn.send(out.text).await?;
-                    if let Some(received_at) = out.received_at {
-                        metrics::relay_latency(received_at.elapsed());
-                    }
-                }
+                Some(out) = self.queue.recv() => self.write_queued(conn, out).await?,
                 frame = conn.socket.recv() => {
                     last_heard = TokioInstant::now();
                     self.record.touch(state.now());
@@ -166,6 +163,24 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Writes `first` and whatever else is already queued (up to a batch), then flushes once.
+    async fn write_queued(&mut self, conn: &mut Conn, first: Outbound) -> Result<(), Ending> {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH_FRAMES {
+            match self.queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let times: Vec<_> = batch.iter().filter_map(|out| out.received_at).collect();
+        conn.send_batch(batch.into_iter().map(|out| out.text))
+            .await?;
+        for received_at in times {
+            metrics::relay_latency(received_at.elapsed());
+        }
+        Ok(())
     }
 
     fn count_malformed(&mut self) -> Result<(), Ending> {

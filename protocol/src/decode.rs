@@ -1,0 +1,276 @@
+//! Decoding a frame into a typed envelope in one pass, without building a JSON tree
+//! (PROTOCOL_DESIGN.md §3, §4, §8).
+//!
+//! The top-level members are read as borrowed raw JSON (a custom visitor refuses duplicate
+//! and unknown members), then each member is read as its type, and the payload straight into
+//! the struct its `type` names. Free-form JSON inside payloads goes through the strict
+//! parser's rules (`json::strict_value`). Verification re-parses the frame into a tree only
+//! when it is asked for.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+
+use ed25519_dalek::Signature;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::body::{Body, MessageType};
+use crate::did::Did;
+use crate::envelope::{DecodeError, DecodeErrorKind, Envelope, PROTOCOL_VERSION, check_rules};
+use crate::json::{JsonError, MAX_ENVELOPE_BYTES};
+use crate::message_id::MessageId;
+use crate::signing;
+use crate::timestamp::Timestamp;
+
+/// The envelope's members as raw JSON text.
+#[derive(Default)]
+struct Members<'a> {
+    id: Option<&'a RawValue>,
+    ty: Option<&'a RawValue>,
+    from: Option<&'a RawValue>,
+    to: Option<&'a RawValue>,
+    timestamp: Option<&'a RawValue>,
+    correlation_id: Option<&'a RawValue>,
+    version: Option<&'a RawValue>,
+    payload: Option<&'a RawValue>,
+    signature: Option<&'a RawValue>,
+}
+
+impl<'a> Members<'a> {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<&'a RawValue>> {
+        Some(match name {
+            "id" => &mut self.id,
+            "type" => &mut self.ty,
+            "from" => &mut self.from,
+            "to" => &mut self.to,
+            "timestamp" => &mut self.timestamp,
+            "correlation_id" => &mut self.correlation_id,
+            "version" => &mut self.version,
+            "payload" => &mut self.payload,
+            "signature" => &mut self.signature,
+            _ => return None,
+        })
+    }
+}
+
+/// Reads the top-level object, recording the precise problem in `problem`.
+struct MembersSeed<'p> {
+    problem: &'p Cell<Option<DecodeErrorKind>>,
+}
+
+impl<'de> DeserializeSeed<'de> for MembersSeed<'_> {
+    type Value = Members<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Members<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MembersSeed<'_> {
+    type Value = Members<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an envelope object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+        use serde::de::Error;
+        let mut members = Members::default();
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            let Some(slot) = members.slot(&name) else {
+                self.problem.set(Some(DecodeErrorKind::UnknownField(
+                    name.chars().take(64).collect(),
+                )));
+                return Err(A::Error::custom("unknown member"));
+            };
+            if slot.is_some() {
+                self.problem
+                    .set(Some(DecodeErrorKind::Json(JsonError::DuplicateKey(
+                        name.into_owned(),
+                    ))));
+                return Err(A::Error::custom("duplicate member"));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(members)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Members<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.problem.set(Some(DecodeErrorKind::NotAnObject));
+        Err(serde::de::Error::custom("not an object"))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Members<'de>, E> {
+        self.not_an_object()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Members<'de>, E> {
+        self.not_an_object()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Members<'de>, E> {
+        self.not_an_object()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Members<'de>, E> {
+        self.not_an_object()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Members<'de>, E> {
+        self.not_an_object()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Members<'de>, E> {
+        self.not_an_object()
+    }
+}
+
+impl MembersSeed<'_> {
+    fn not_an_object<T, E: serde::de::Error>(&self) -> Result<T, E> {
+        self.problem.set(Some(DecodeErrorKind::NotAnObject));
+        Err(E::custom("not an object"))
+    }
+}
+
+/// A string member's text (`None` for JSON `null`).
+fn string_member<'a>(
+    raw: &'a RawValue,
+    field: &'static str,
+) -> Result<Option<Cow<'a, str>>, DecodeErrorKind> {
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
+    let bad = || DecodeErrorKind::BadField {
+        field,
+        reason: "must be a string".into(),
+    };
+    if !text.starts_with('"') {
+        return Err(bad());
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(borrowed) => Ok(Some(Cow::Borrowed(borrowed))),
+        Err(_) => serde_json::from_str::<String>(text)
+            .map(|owned| Some(Cow::Owned(owned)))
+            .map_err(|_| bad()),
+    }
+}
+
+fn required<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<Cow<'a, str>, DecodeErrorKind> {
+    raw.map(|raw| string_member(raw, field))
+        .transpose()?
+        .flatten()
+        .ok_or(DecodeErrorKind::MissingField(field))
+}
+
+fn optional<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<Option<Cow<'a, str>>, DecodeErrorKind> {
+    Ok(raw
+        .map(|raw| string_member(raw, field))
+        .transpose()?
+        .flatten())
+}
+
+fn parsed<T, E: fmt::Display>(
+    text: &str,
+    field: &'static str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, DecodeErrorKind> {
+    parse(text).map_err(|e| DecodeErrorKind::BadField {
+        field,
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes `bytes` into an envelope and its signature.
+pub(crate) fn decode(
+    bytes: &[u8],
+    known: &dyn Fn(&str) -> Option<Did>,
+) -> Result<(Envelope, Signature), DecodeError> {
+    let without_id = |kind| DecodeError { kind, id: None };
+    if bytes.len() > MAX_ENVELOPE_BYTES {
+        return Err(without_id(DecodeErrorKind::Json(JsonError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_ENVELOPE_BYTES,
+        })));
+    }
+    let problem = Cell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let members = MembersSeed { problem: &problem }
+        .deserialize(&mut deserializer)
+        .and_then(|members| deserializer.end().map(|()| members));
+    let members = match (members, problem.take()) {
+        (_, Some(kind)) => return Err(without_id(kind)),
+        (Ok(members), None) => members,
+        (Err(e), None) => {
+            return Err(without_id(DecodeErrorKind::Json(JsonError::Syntax(
+                e.to_string(),
+            ))));
+        }
+    };
+    let id = members
+        .id
+        .and_then(|raw| string_member(raw, "id").ok().flatten())
+        .and_then(|text| MessageId::parse(&text).ok());
+    let fail = |kind| DecodeError { kind, id };
+    let envelope = read_members(&members, known).map_err(fail)?;
+    let signature = required(members.signature, "signature")
+        .map_err(|kind| match kind {
+            DecodeErrorKind::BadField { .. } => DecodeErrorKind::SignatureEncoding,
+            other => other,
+        })
+        .and_then(|text| signing::decode_signature(&text).ok_or(DecodeErrorKind::SignatureEncoding))
+        .map_err(fail)?;
+    Ok((envelope, signature))
+}
+
+fn read_members(
+    members: &Members<'_>,
+    known: &dyn Fn(&str) -> Option<Did>,
+) -> Result<Envelope, DecodeErrorKind> {
+    let did = |text: &str| match known(text) {
+        Some(did) => {
+            debug_assert_eq!(did.to_string(), text, "resolver returned another DID");
+            Ok(did)
+        }
+        None => Did::parse(text),
+    };
+    let version = required(members.version, "version")?;
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeErrorKind::UnsupportedVersion(
+            version.chars().take(32).collect(),
+        ));
+    }
+    let type_name = required(members.ty, "type")?;
+    let ty: MessageType = type_name
+        .parse()
+        .map_err(|_| DecodeErrorKind::UnknownType(type_name.chars().take(64).collect()))?;
+    let id = parsed(&required(members.id, "id")?, "id", MessageId::parse)?;
+    let from = parsed(&required(members.from, "from")?, "from", did)?;
+    let to = optional(members.to, "to")?
+        .map(|text| parsed(&text, "to", did))
+        .transpose()?;
+    let timestamp = parsed(
+        &required(members.timestamp, "timestamp")?,
+        "timestamp",
+        Timestamp::parse,
+    )?;
+    let correlation_id = optional(members.correlation_id, "correlation_id")?
+        .map(|text| parsed(&text, "correlation_id", MessageId::parse))
+        .transpose()?;
+    let payload = members
+        .payload
+        .ok_or(DecodeErrorKind::MissingField("payload"))?;
+    let body = Body::from_payload_json(ty, payload.get())?;
+    let envelope = Envelope {
+        id,
+        from,
+        to,
+        timestamp,
+        correlation_id,
+        body,
+    };
+    check_rules(&envelope).map_err(DecodeErrorKind::Rule)?;
+    Ok(envelope)
+}
