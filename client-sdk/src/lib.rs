@@ -1,4 +1,17 @@
-//! The ioap client SDK.
+//! # ioap-client
 //!
-//! Not implemented yet: this crate is a placeholder so that the workspace layout is fixed.
-//! The client SDK issue builds it.
+//! The client SDK. **Work in progress**: what exists today is
+//!
+//! - [`gateway::GatewayClient`]: connect (`ws://` or `wss://`), register, keep registered
+//!   (reconnection with exponential backoff and jitter, re-registration), send signed
+//!   envelopes and receive verified ones;
+//! - [`rtc`]: the WebRTC engine (the only module that uses the `webrtc` crate): peer
+//!   connections with one reliable, ordered data channel over UDP, loopback-capable, no mDNS.
+//!
+//! The agent API (`Agent`, `peer(did)`, EXEC and INTENT over the data channel) builds on these
+//! and is not written yet.
+
+pub mod gateway;
+pub mod rtc;
+
+pub use gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};

@@ -1,0 +1,114 @@
+//! The SDK's gateway connection against a real gateway: registration, verified relay,
+//! reconnection with re-registration after a restart, and a clean close.
+
+use std::time::Duration;
+
+use ioap_client::{ConnectionEvent, GatewayClient, GatewayClientConfig};
+use ioap_gateway::{Gateway, GatewayConfig};
+use ioap_protocol::payload::SessionDescription;
+use ioap_protocol::{Body, Identity};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn client(url: &str) -> (GatewayClient, ioap_client::gateway::GatewayStreams) {
+    let mut config = GatewayClientConfig::new(url, Identity::generate().expect("rng"));
+    config.reconnect_min_delay = Duration::from_millis(50);
+    config.reconnect_max_delay = Duration::from_millis(500);
+    GatewayClient::start(config)
+}
+
+#[tokio::test]
+async fn clients_register_exchange_signaling_and_survive_a_gateway_restart() {
+    let gateway = Gateway::start(GatewayConfig::ephemeral())
+        .await
+        .expect("gateway");
+    let address = gateway.local_addr();
+    let url = gateway.ws_url();
+    let gateway_did = gateway.did();
+    let (alice, mut alice_streams) = client(&url);
+    let (bob, mut bob_streams) = client(&url);
+    assert_eq!(
+        tokio::time::timeout(WAIT, alice.registered())
+            .await
+            .expect("in time"),
+        Some(gateway_did)
+    );
+    assert_eq!(
+        tokio::time::timeout(WAIT, bob.registered())
+            .await
+            .expect("in time"),
+        Some(gateway_did)
+    );
+
+    let offer = Body::Offer(SessionDescription { sdp: "v=0".into() });
+    let id = alice
+        .send(bob.did(), offer.clone(), None)
+        .await
+        .expect("send");
+    let received = tokio::time::timeout(WAIT, bob_streams.inbound.recv())
+        .await
+        .expect("in time")
+        .expect("envelope");
+    assert_eq!(received.id, id);
+    assert_eq!(received.from, alice.did());
+    assert_eq!(received.body, offer);
+
+    // Restart the gateway on the same address: both clients reconnect and re-register.
+    gateway.shutdown().await;
+    let event = tokio::time::timeout(WAIT, alice_streams.events.recv())
+        .await
+        .expect("in time")
+        .expect("event");
+    assert!(
+        matches!(event, ConnectionEvent::Registered { .. }),
+        "first event is the registration, got {event:?}"
+    );
+    let disconnected = tokio::time::timeout(WAIT, alice_streams.events.recv())
+        .await
+        .expect("in time")
+        .expect("event");
+    assert_eq!(
+        disconnected,
+        ConnectionEvent::Disconnected {
+            close_code: Some(1001),
+            reason: "gateway shutting down".into()
+        }
+    );
+    let restarted = Gateway::start(GatewayConfig {
+        listen: address,
+        ..GatewayConfig::ephemeral()
+    })
+    .await
+    .expect("restart");
+    loop {
+        let event = tokio::time::timeout(WAIT, alice_streams.events.recv())
+            .await
+            .expect("in time")
+            .expect("event");
+        match event {
+            ConnectionEvent::Registered { gateway } => {
+                assert_eq!(gateway, restarted.did());
+                break;
+            }
+            ConnectionEvent::Reconnecting { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    tokio::time::timeout(WAIT, bob.registered())
+        .await
+        .expect("in time");
+    let id = bob
+        .send(alice.did(), offer.clone(), None)
+        .await
+        .expect("send");
+    let received = tokio::time::timeout(WAIT, alice_streams.inbound.recv())
+        .await
+        .expect("in time")
+        .expect("envelope");
+    assert_eq!(received.id, id);
+
+    alice.close().await;
+    bob.close().await;
+    assert_eq!(restarted.registered_agents(), 0, "close unregisters");
+    restarted.shutdown().await;
+}
