@@ -1,0 +1,117 @@
+//! EXEC_REQUEST and EXEC_RESPONSE payloads.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    DEFAULT_EXEC_TIMEOUT_MS, ErrorPayload, InvalidPayload, MAX_EXEC_TIMEOUT_MS, Validate, invalid,
+    validate_capability_name,
+};
+
+/// EXEC_REQUEST: run a capability of the receiver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The capability's name.
+    pub capability: String,
+    /// Arguments, passed to the handler as they are.
+    #[serde(default, deserialize_with = "crate::json::strict_value")]
+    pub args: Value,
+    /// How long the caller waits for the final response.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Whether the caller accepts partial responses.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_EXEC_TIMEOUT_MS
+}
+
+impl Validate for ExecRequest {
+    fn validate(&self) -> Result<(), InvalidPayload> {
+        validate_capability_name(&self.capability)?;
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_EXEC_TIMEOUT_MS {
+            return invalid(format!("timeout_ms must be 1-{MAX_EXEC_TIMEOUT_MS}"));
+        }
+        Ok(())
+    }
+}
+
+/// The state an EXEC_RESPONSE reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecStatus {
+    /// Final: the call succeeded; `result` holds its value.
+    Ok,
+    /// Not final: one streamed part in `result`; more follow.
+    Partial,
+    /// Final: the call failed; `error` says why.
+    Error,
+}
+
+/// EXEC_RESPONSE: a result, a streamed part, or an error, for the request named by
+/// `correlation_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecResponse {
+    /// Final success, partial, or final error.
+    pub status: ExecStatus,
+    /// The value (for `ok` and `partial`).
+    #[serde(
+        default,
+        deserialize_with = "crate::json::strict_present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub result: Option<Value>,
+    /// Why the call failed (for `error` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorPayload>,
+    /// Time the handler had run when this response was sent.
+    pub execution_time_ms: u64,
+}
+
+impl Validate for ExecResponse {
+    fn validate(&self) -> Result<(), InvalidPayload> {
+        match (self.status, &self.result, &self.error) {
+            (ExecStatus::Error, None, Some(_)) => Ok(()),
+            (ExecStatus::Error, _, _) => invalid("status error needs error and no result"),
+            (_, _, Some(_)) => invalid("only status error may carry error"),
+            (ExecStatus::Partial, None, _) => invalid("status partial needs result"),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::ErrorCode;
+    use serde_json::json;
+
+    #[test]
+    fn exec_response_combinations() {
+        let ok = ExecResponse {
+            status: ExecStatus::Ok,
+            result: Some(json!(1)),
+            error: None,
+            execution_time_ms: 1,
+        };
+        assert!(ok.validate().is_ok());
+        let mut bad = ok.clone();
+        bad.error = Some(ErrorPayload::new(ErrorCode::HandlerError, "x"));
+        assert!(bad.validate().is_err());
+        bad.status = ExecStatus::Error;
+        assert!(bad.validate().is_err(), "error with a result");
+        bad.result = None;
+        assert!(bad.validate().is_ok());
+        let partial = ExecResponse {
+            status: ExecStatus::Partial,
+            result: None,
+            error: None,
+            execution_time_ms: 0,
+        };
+        assert!(partial.validate().is_err());
+    }
+}
