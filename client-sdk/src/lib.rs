@@ -7,6 +7,7 @@
 //!   envelopes and receive verified ones;
 //! - [`calls`]: the table of calls in flight on a link (correlation, streaming, bounds, link
 //!   loss), as a plain data structure;
+//! - [`negotiation`]: which link attempt is current and the glare rule, as a state machine;
 //! - [`rtc`]: the WebRTC engine (the only module that uses the `webrtc` crate): peer
 //!   connections with one reliable, ordered data channel over UDP, loopback-capable, no mDNS.
 //!
@@ -15,6 +16,7 @@
 
 pub mod calls;
 pub mod gateway;
+pub mod negotiation;
 pub mod rtc;
 
 pub use gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
