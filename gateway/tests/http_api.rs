@@ -113,22 +113,11 @@ fn sample(text: &str, metric: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn metrics(gateway: &ioap_gateway::RunningGateway) -> String {
-    http()
-        .get(format!("{}/metrics", gateway.http_url()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn metrics_counters_move() {
     let gateway = start(|_| {}).await;
     let url = gateway.ws_url();
-    let before = metrics(&gateway).await;
+    let before = metrics_text(&gateway).await;
     let mut alice = register(&url).await;
     let mut bob = register(&url).await;
     let offer = Body::Offer(SessionDescription { sdp: "v=0".into() });
@@ -138,7 +127,7 @@ async fn metrics_counters_move() {
         .send(Identity::generate().expect("rng").did(), offer)
         .await;
     expect_error_code(&mut alice.ws, ioap_protocol::ErrorCode::UnknownAgent).await;
-    let after = metrics(&gateway).await;
+    let after = metrics_text(&gateway).await;
 
     let moved = |metric: &str, labels: &str| {
         sample(&after, metric, labels) - sample(&before, metric, labels)

@@ -62,25 +62,26 @@ async fn expect_refused(ws: &mut Ws, register: &str, code: ErrorCode) {
     );
 }
 
-#[tokio::test]
-async fn a_proof_signed_by_another_key_is_refused() {
-    let gateway = start(|_| {}).await;
-    let url = gateway.ws_url();
-    let victim = Identity::generate().expect("rng");
-    let mallory = Identity::generate().expect("rng");
-    let mut ws = connect(&url).await;
-    let challenge = next_envelope(&mut ws).await;
+/// Reads the CHALLENGE on `ws` and forges a REGISTER claiming `victim`'s DID and key, signed
+/// by `signer` (who does not hold the victim's key).
+async fn forged_register(
+    ws: &mut Ws,
+    url: &str,
+    gateway: ioap_protocol::Did,
+    victim: &Identity,
+    signer: &Identity,
+) -> String {
+    let challenge = next_envelope(ws).await;
     let Body::Challenge(payload) = &challenge.envelope().body else {
         panic!("no challenge")
     };
-    // Mallory claims the victim's DID and key, but can only sign with her own key.
     let mut object = Envelope::new(
         victim.did(),
-        Some(gateway.did()),
+        Some(gateway),
         Body::Register(Register {
             public_key: victim.did().public_key_multibase(),
             nonce: payload.nonce.clone(),
-            audience: url.clone(),
+            audience: url.to_owned(),
             capabilities: vec![],
             listed: true,
         }),
@@ -88,7 +89,7 @@ async fn a_proof_signed_by_another_key_is_refused() {
     )
     .unsigned_object();
     let signature = signing::sign(
-        &mallory,
+        signer,
         Purpose::Registration,
         &signing::canonicalize_object(&object),
     );
@@ -96,7 +97,18 @@ async fn a_proof_signed_by_another_key_is_refused() {
         "signature".into(),
         json!(signing::encode_signature(&signature)),
     );
-    let forged = Value::Object(object).to_string();
+    Value::Object(object).to_string()
+}
+
+#[tokio::test]
+async fn a_proof_signed_by_another_key_is_refused() {
+    let gateway = start(|_| {}).await;
+    let url = gateway.ws_url();
+    let victim = Identity::generate().expect("rng");
+    let mallory = Identity::generate().expect("rng");
+    let mut ws = connect(&url).await;
+    // Mallory claims the victim's DID and key, but can only sign with her own key.
+    let forged = forged_register(&mut ws, &url, gateway.did(), &victim, &mallory).await;
     expect_refused(&mut ws, &forged, ErrorCode::InvalidSignature).await;
     assert_eq!(gateway.registered_agents(), 0);
     gateway.shutdown().await;
@@ -253,35 +265,8 @@ async fn the_newest_authenticated_session_wins_a_duplicate_did() {
     // An unauthenticated client claiming the DID cannot displace it.
     let mallory = Identity::generate().expect("rng");
     let mut ws = connect(&url).await;
-    let challenge = next_envelope(&mut ws).await;
-    let Body::Challenge(payload) = &challenge.envelope().body else {
-        panic!("no challenge")
-    };
-    let mut object = Envelope::new(
-        identity.did(),
-        Some(gateway.did()),
-        Body::Register(Register {
-            public_key: identity.did().public_key_multibase(),
-            nonce: payload.nonce.clone(),
-            audience: url.clone(),
-            capabilities: vec![],
-            listed: true,
-        }),
-        now(),
-    )
-    .unsigned_object();
-    let sig = signing::sign(
-        &mallory,
-        Purpose::Registration,
-        &signing::canonicalize_object(&object),
-    );
-    object.insert("signature".into(), json!(signing::encode_signature(&sig)));
-    expect_refused(
-        &mut ws,
-        &Value::Object(object).to_string(),
-        ErrorCode::InvalidSignature,
-    )
-    .await;
+    let forged = forged_register(&mut ws, &url, gateway.did(), &identity, &mallory).await;
+    expect_refused(&mut ws, &forged, ErrorCode::InvalidSignature).await;
     old.ping_gateway(1).await;
 
     // The same DID proving its key again replaces the old session.

@@ -204,14 +204,7 @@ async fn a_reader_that_stops_reading_does_not_delay_another_pair() {
         let sent = alice.send(bob.did(), offer()).await;
         assert_eq!(bob.next_text().await, sent);
     }
-    let metrics = http()
-        .get(format!("{}/metrics", gateway.http_url()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&gateway).await;
     let overflows = metrics
         .lines()
         .find(|l| l.starts_with("ioap_gateway_queue_overflows_total"))
@@ -258,14 +251,7 @@ async fn a_receiver_blocked_past_the_write_timeout_is_dropped() {
         }
     }
     assert!(dropped, "the blocked receiver was never dropped");
-    let metrics = http()
-        .get(format!("{}/metrics", gateway.http_url()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&gateway).await;
     assert!(
         metrics
             .lines()

@@ -286,3 +286,15 @@ pub async fn get_json(gateway: &RunningGateway, path: &str) -> (u16, serde_json:
     let status = response.status().as_u16();
     (status, response.json().await.expect("json body"))
 }
+
+/// The gateway's `/metrics` text.
+pub async fn metrics_text(gateway: &RunningGateway) -> String {
+    http()
+        .get(format!("{}/metrics", gateway.http_url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
