@@ -140,20 +140,20 @@ fn a_register_for_another_gateway_is_refused() {
     assert_eq!(err, RegistrationError::WrongRecipient);
 }
 
-#[test]
-fn a_foreign_did_without_its_key_is_refused() {
-    // Mallory claims bob's DID and public key but can only sign with her own key.
-    let mallory = Identity::from_seed(&[66; 32]);
-    let (server, challenge) =
-        ServerChallenge::issue(&gateway(), example_time(), NONCE_TTL).expect("rng");
+/// An unsigned REGISTER from `from` carrying `public_key`, answering `challenge`.
+fn register_claiming(
+    challenge: &SignedEnvelope,
+    from: ioap_protocol::Did,
+    public_key: String,
+) -> Envelope {
     let Body::Challenge(payload) = &challenge.envelope().body else {
         panic!("not a challenge")
     };
-    let mut forged = Envelope::new(
-        bob().did(),
+    Envelope::new(
+        from,
         Some(gateway().did()),
         Body::Register(ioap_protocol::payload::Register {
-            public_key: bob().did().public_key_multibase(),
+            public_key,
             nonce: payload.nonce.clone(),
             audience: AUDIENCE.into(),
             capabilities: vec![],
@@ -161,7 +161,16 @@ fn a_foreign_did_without_its_key_is_refused() {
         }),
         example_time(),
     )
-    .unsigned_object();
+}
+
+#[test]
+fn a_foreign_did_without_its_key_is_refused() {
+    // Mallory claims bob's DID and public key but can only sign with her own key.
+    let mallory = Identity::from_seed(&[66; 32]);
+    let (server, challenge) =
+        ServerChallenge::issue(&gateway(), example_time(), NONCE_TTL).expect("rng");
+    let mut forged = register_claiming(&challenge, bob().did(), bob().did().public_key_multibase())
+        .unsigned_object();
     let canonical = signing::canonicalize_object(&forged);
     let signature = signing::sign(&mallory, Purpose::Registration, &canonical);
     forged.insert(
@@ -180,20 +189,10 @@ fn a_foreign_did_without_its_key_is_refused() {
 fn public_key_must_match_the_sender() {
     let (server, challenge) =
         ServerChallenge::issue(&gateway(), example_time(), NONCE_TTL).expect("rng");
-    let Body::Challenge(payload) = &challenge.envelope().body else {
-        panic!("not a challenge")
-    };
-    let register = Envelope::new(
+    let register = register_claiming(
+        &challenge,
         alice().did(),
-        Some(gateway().did()),
-        Body::Register(ioap_protocol::payload::Register {
-            public_key: bob().did().public_key_multibase(),
-            nonce: payload.nonce.clone(),
-            audience: AUDIENCE.into(),
-            capabilities: vec![],
-            listed: true,
-        }),
-        example_time(),
+        bob().did().public_key_multibase(),
     )
     .sign(&alice())
     .expect("sign");
