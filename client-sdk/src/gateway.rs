@@ -30,6 +30,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Outgoing frames waiting for the connection.
 const OUTBOUND_QUEUE: usize = 256;
+/// Connection events kept for an embedder that does not read them.
+const EVENT_QUEUE: usize = 64;
 /// How long closing waits for the gateway to confirm UNREGISTER.
 const UNREGISTER_GRACE: Duration = Duration::from_secs(2);
 /// Verified envelopes waiting for the agent.
@@ -134,8 +136,9 @@ pub struct GatewayClient {
 pub struct GatewayStreams {
     /// Verified envelopes from the gateway and relayed from other agents.
     pub inbound: mpsc::Receiver<Envelope>,
-    /// Connection state changes.
-    pub events: mpsc::UnboundedReceiver<ConnectionEvent>,
+    /// Connection state changes (at most 64 unread; while the queue is full, new events are
+    /// dropped, and [`GatewayClient::state`] stays authoritative).
+    pub events: mpsc::Receiver<ConnectionEvent>,
 }
 
 impl GatewayClient {
@@ -143,7 +146,7 @@ impl GatewayClient {
     pub fn start(config: GatewayClientConfig) -> (GatewayClient, GatewayStreams) {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (state_tx, state) = watch::channel(ConnectionState::Connecting);
         let stop = CancellationToken::new();
         let rejected = Arc::new(AtomicU64::new(0));
@@ -234,7 +237,7 @@ struct Runner {
     config: GatewayClientConfig,
     outbound: mpsc::Receiver<String>,
     inbound: mpsc::Sender<Envelope>,
-    events: mpsc::UnboundedSender<ConnectionEvent>,
+    events: mpsc::Sender<ConnectionEvent>,
     state: watch::Sender<ConnectionState>,
     stop: CancellationToken,
     rejected: Arc<AtomicU64>,
@@ -267,7 +270,9 @@ impl Runner {
                     let _ = self
                         .state
                         .send(ConnectionState::Registered(Box::new(gateway)));
-                    let _ = self.events.send(ConnectionEvent::Registered { gateway });
+                    let _ = self
+                        .events
+                        .try_send(ConnectionEvent::Registered { gateway });
                     match self.serve(ws, gateway).await {
                         End::Stopped => break,
                         End::Lost(close_code, reason) => {
@@ -275,7 +280,7 @@ impl Runner {
                             let _ = self.state.send(ConnectionState::Connecting);
                             let _ = self
                                 .events
-                                .send(ConnectionEvent::Disconnected { close_code, reason });
+                                .try_send(ConnectionEvent::Disconnected { close_code, reason });
                         }
                     }
                 }
@@ -283,14 +288,16 @@ impl Runner {
                 Err(_) => debug!("gateway handshake timed out"),
             }
             let delay = delays.next().unwrap_or(self.config.reconnect_max_delay);
-            let _ = self.events.send(ConnectionEvent::Reconnecting { delay });
+            let _ = self
+                .events
+                .try_send(ConnectionEvent::Reconnecting { delay });
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
             }
         }
         let _ = self.state.send(ConnectionState::Closed);
-        let _ = self.events.send(ConnectionEvent::Closed);
+        let _ = self.events.try_send(ConnectionEvent::Closed);
     }
 
     /// Relays in both directions until the connection ends or the client stops.
