@@ -54,11 +54,6 @@ pub enum Delivery {
     Unknown,
 }
 
-/// The table is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many calls in flight on this link")]
-pub struct TooManyCalls;
-
 #[derive(Debug)]
 struct Pending {
     events: mpsc::Sender<CallEvent>,
@@ -70,6 +65,8 @@ struct Pending {
 pub struct PendingCalls {
     max_in_flight: usize,
     calls: HashMap<MessageId, Pending>,
+    /// Set once the link is gone: new calls fail with this at once.
+    closed: Option<CallError>,
 }
 
 impl PendingCalls {
@@ -78,6 +75,7 @@ impl PendingCalls {
         PendingCalls {
             max_in_flight: max_in_flight.max(1),
             calls: HashMap::new(),
+            closed: None,
         }
     }
 
@@ -91,14 +89,24 @@ impl PendingCalls {
         self.calls.is_empty()
     }
 
-    /// Registers the request `id`; its caller reads the returned channel.
+    /// Registers the request `id`; its caller reads the returned channel. Fails with
+    /// TOO_MANY_REQUESTS when the table is full, and with the link's error once it is closed.
     pub fn begin(
         &mut self,
         id: MessageId,
         stream: bool,
-    ) -> Result<mpsc::Receiver<CallEvent>, TooManyCalls> {
+    ) -> Result<mpsc::Receiver<CallEvent>, CallError> {
+        if let Some(error) = &self.closed {
+            return Err(error.clone());
+        }
         if self.calls.len() >= self.max_in_flight {
-            return Err(TooManyCalls);
+            return Err(CallError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "{} calls already in flight on this link",
+                    self.max_in_flight
+                ),
+            ));
         }
         let (events, receiver) = mpsc::channel(PARTS_BUFFER);
         self.calls.insert(id, Pending { events, stream });
@@ -155,11 +163,18 @@ impl PendingCalls {
         }
     }
 
-    /// Fails every call in flight at once (the link was lost).
-    pub fn fail_all(&mut self, error: CallError) {
+    /// Fails every call in flight at once and refuses new ones with `error` (the link was
+    /// lost or closed).
+    pub fn close(&mut self, error: CallError) {
         for (_, pending) in self.calls.drain() {
             let _ = pending.events.try_send(CallEvent::Done(Err(error.clone())));
         }
+        self.closed = Some(error);
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
     }
 }
 
@@ -262,15 +277,18 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_bounded_and_link_loss_fails_every_call() {
+    fn the_table_is_bounded_and_link_loss_fails_every_call_present_and_future() {
         let mut calls = PendingCalls::new(2);
         let mut first = calls.begin(MessageId::random(), false).expect("room");
         let mut second = calls.begin(MessageId::random(), true).expect("room");
         assert_eq!(
-            calls.begin(MessageId::random(), false).err(),
-            Some(TooManyCalls)
+            calls
+                .begin(MessageId::random(), false)
+                .err()
+                .map(|e| e.code),
+            Some(ErrorCode::TooManyRequests)
         );
-        calls.fail_all(CallError::new(ErrorCode::LinkLost, "peer vanished"));
+        calls.close(CallError::new(ErrorCode::LinkLost, "peer vanished"));
         for rx in [&mut first, &mut second] {
             assert!(matches!(
                 rx.try_recv(),
@@ -281,9 +299,13 @@ mod tests {
             ));
         }
         assert!(calls.is_empty());
-        assert!(
-            calls.begin(MessageId::random(), false).is_ok(),
-            "room again"
+        assert_eq!(
+            calls
+                .begin(MessageId::random(), false)
+                .err()
+                .map(|e| e.code),
+            Some(ErrorCode::LinkLost),
+            "a call begun after the loss fails at once instead of waiting for its timeout"
         );
     }
 

@@ -18,7 +18,6 @@ use ioap_protocol::{
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -118,6 +117,9 @@ pub enum SendError {
     /// The client is closed.
     #[error("the gateway client is closed")]
     Closed,
+    /// The outgoing queue is full.
+    #[error("the outgoing queue to the gateway is full")]
+    QueueFull,
 }
 
 /// A connection to a gateway that keeps itself registered.
@@ -127,7 +129,6 @@ pub struct GatewayClient {
     outbound: mpsc::Sender<String>,
     state: watch::Receiver<ConnectionState>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
     rejected: Arc<AtomicU64>,
 }
 
@@ -161,14 +162,13 @@ impl GatewayClient {
             rejected: Arc::clone(&rejected),
             replay: ReplayGuard::default(),
         };
-        let task = tokio::spawn(runner.run());
+        tokio::spawn(runner.run());
         (
             GatewayClient {
                 identity,
                 outbound,
                 state,
                 stop,
-                task,
                 rejected,
             },
             GatewayStreams { inbound, events },
@@ -203,17 +203,14 @@ impl GatewayClient {
         self.rejected.load(Ordering::Relaxed)
     }
 
-    /// Signs and queues an envelope to `to`; returns its id.
+    /// Signs and queues an envelope to `to` (waiting for room in the queue); returns its id.
     pub async fn send(
         &self,
         to: Did,
         body: Body,
         correlation: Option<MessageId>,
     ) -> Result<MessageId, SendError> {
-        let mut envelope = Envelope::new(self.did(), Some(to), body, now());
-        envelope.correlation_id = correlation;
-        let id = envelope.id;
-        let wire = envelope.sign(&self.identity)?.into_string();
+        let (id, wire) = self.sign(to, body, correlation)?;
         self.outbound
             .send(wire)
             .await
@@ -221,10 +218,50 @@ impl GatewayClient {
         Ok(id)
     }
 
-    /// Unregisters, closes the connection and stops reconnecting.
-    pub async fn close(self) {
+    /// Signs and queues an envelope to `to` without waiting: fails with
+    /// [`SendError::QueueFull`] while the queue is full (e.g. the gateway is unreachable).
+    pub fn try_send(
+        &self,
+        to: Did,
+        body: Body,
+        correlation: Option<MessageId>,
+    ) -> Result<MessageId, SendError> {
+        let (id, wire) = self.sign(to, body, correlation)?;
+        self.outbound.try_send(wire).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })?;
+        Ok(id)
+    }
+
+    fn sign(
+        &self,
+        to: Did,
+        body: Body,
+        correlation: Option<MessageId>,
+    ) -> Result<(MessageId, String), SendError> {
+        let mut envelope = Envelope::new(self.did(), Some(to), body, now());
+        envelope.correlation_id = correlation;
+        let id = envelope.id;
+        Ok((id, envelope.sign(&self.identity)?.into_string()))
+    }
+
+    /// Unregisters, closes the connection and stops reconnecting; returns once closed.
+    pub async fn close(&self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        let mut state = self.state.clone();
+        while *state.borrow_and_update() != ConnectionState::Closed {
+            if state.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for GatewayClient {
+    /// Dropping the client stops its task (it unregisters in the background).
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -127,6 +127,58 @@ pub struct IntentReply {
     pub message: Option<String>,
 }
 
+impl IntentReply {
+    /// `accepted`, with no cost, capability or message.
+    pub fn accepted() -> Self {
+        IntentReply {
+            status: IntentStatus::Accepted,
+            required_input: Vec::new(),
+            cost: None,
+            capability: None,
+            message: None,
+        }
+    }
+
+    /// `needs_input`, naming the inputs still needed.
+    pub fn needs_input(required_input: Vec<String>) -> Self {
+        IntentReply {
+            status: IntentStatus::NeedsInput,
+            required_input,
+            ..IntentReply::accepted()
+        }
+    }
+
+    /// `declined`, with a reason.
+    pub fn declined(message: impl Into<String>) -> Self {
+        IntentReply {
+            status: IntentStatus::Declined,
+            message: Some(message.into()),
+            ..IntentReply::accepted()
+        }
+    }
+
+    /// The same reply, quoting `cost`.
+    pub fn with_cost(mut self, amount: f64, unit: impl Into<String>) -> Self {
+        self.cost = Some(Cost {
+            amount,
+            unit: unit.into(),
+        });
+        self
+    }
+
+    /// The same reply, naming the capability to EXEC to fulfil the intent.
+    pub fn with_capability(mut self, capability: impl Into<String>) -> Self {
+        self.capability = Some(capability.into());
+        self
+    }
+
+    /// The same reply, with a note.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
 impl Validate for Intent {
     fn validate(&self) -> Result<(), InvalidPayload> {
         match self {

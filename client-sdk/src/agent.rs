@@ -1,0 +1,295 @@
+//! [`Agent`]: an identity registered with a gateway, serving its capabilities and INTENTs to
+//! peers, and reaching other agents by DID over WebRTC links.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ioap_protocol::handshake::Advertisement;
+use ioap_protocol::payload::{Intent, IntentReply};
+use ioap_protocol::{Did, Identity, IdentityError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::{AgentCore, LinkSettings, Refusals};
+use crate::directory::{Directory, DirectoryError};
+use crate::gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
+use crate::handlers::{CapabilityHandler, Handlers};
+use crate::peer::Peer;
+use crate::rtc::{IceServer, RtcEngine, RtcSettings};
+use crate::table::LinkTable;
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The identity could not be generated, loaded or saved.
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// The gateway did not register the agent in time.
+    #[error("not registered with the gateway within {0:?}")]
+    NotRegistered(Duration),
+    /// The directory's URL could not be derived.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+/// Builds an [`Agent`].
+#[derive(Debug)]
+pub struct AgentBuilder {
+    gateway: GatewayClientConfig,
+    key_file: Option<PathBuf>,
+    identity: Option<Identity>,
+    rtc: RtcSettings,
+    links: LinkSettings,
+    handlers: Handlers,
+}
+
+impl AgentBuilder {
+    /// An agent for the gateway at `url` (`ws://…/ws` or `wss://…/ws`).
+    pub fn new(url: impl Into<String>) -> Self {
+        // The placeholder identity is replaced in `start` (generated, given, or loaded).
+        let placeholder = Identity::from_seed(&[0; 32]);
+        AgentBuilder {
+            gateway: GatewayClientConfig::new(url, placeholder),
+            key_file: None,
+            identity: None,
+            rtc: RtcSettings::default(),
+            links: LinkSettings::default(),
+            handlers: Handlers::default(),
+        }
+    }
+
+    /// Uses this identity (default: a new one).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Loads the identity from this PKCS#8 PEM file, creating it (mode 0600) if it does not
+    /// exist.
+    pub fn key_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.key_file = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Adds a STUN/TURN server (default: none, host candidates only).
+    pub fn ice_server(mut self, server: IceServer) -> Self {
+        self.rtc.ice_servers.push(server);
+        self
+    }
+
+    /// Gathers loopback candidates only (tests, agents on one host).
+    pub fn loopback_only(mut self, loopback_only: bool) -> Self {
+        self.rtc.loopback_only = loopback_only;
+        self
+    }
+
+    /// Replaces the WebRTC settings (ICE servers, timeouts).
+    pub fn rtc_settings(mut self, settings: RtcSettings) -> Self {
+        self.rtc = settings;
+        self
+    }
+
+    /// Replaces the link settings (setup timeout, heartbeat, bounds).
+    pub fn link_settings(mut self, settings: LinkSettings) -> Self {
+        self.links = settings;
+        self
+    }
+
+    /// Changes the gateway connection settings (TLS, reconnection delays, expected DID).
+    pub fn gateway_settings(mut self, change: impl FnOnce(&mut GatewayClientConfig)) -> Self {
+        change(&mut self.gateway);
+        self
+    }
+
+    /// Offers a capability (advertised at registration).
+    pub fn capability(mut self, capability: CapabilityHandler) -> Self {
+        self.handlers.insert(capability);
+        self
+    }
+
+    /// Offers several capabilities.
+    pub fn capabilities(
+        mut self,
+        capabilities: impl IntoIterator<Item = CapabilityHandler>,
+    ) -> Self {
+        for capability in capabilities {
+            self.handlers.insert(capability);
+        }
+        self
+    }
+
+    /// Answers INTENTs with `handler` (default: every intent declined).
+    pub fn on_intent<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Did, Intent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = IntentReply> + Send + 'static,
+    {
+        self.handlers.set_intent(handler);
+        self
+    }
+
+    /// Whether the gateway's `/agents` lists this agent (default: yes).
+    pub fn listed(mut self, listed: bool) -> Self {
+        self.gateway.advertisement.listed = listed;
+        self
+    }
+
+    /// Starts the agent: it connects, registers and re-registers in the background. Must be
+    /// called inside a Tokio runtime.
+    pub fn start(mut self) -> Result<Agent, AgentError> {
+        let identity = match (self.identity.take(), &self.key_file) {
+            (Some(identity), _) => identity,
+            (None, Some(path)) => load_or_create(path)?,
+            (None, None) => Identity::generate()?,
+        };
+        let directory = Directory::new(&self.gateway.url, self.gateway.tls.clone())?;
+        self.gateway.identity = identity.clone();
+        self.gateway.advertisement = Advertisement {
+            capabilities: self.handlers.advertised(),
+            listed: self.gateway.advertisement.listed,
+        };
+        let (gateway, streams) = GatewayClient::start(self.gateway);
+        let core = Arc::new(AgentCore {
+            did: identity.did(),
+            identity,
+            gateway,
+            engine: RtcEngine::new(&self.rtc),
+            handlers: self.handlers,
+            settings: self.links,
+            links: LinkTable::default(),
+            refusals: Refusals::default(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        core.tasks
+            .spawn(route_signaling(Arc::clone(&core), streams.inbound));
+        Ok(Agent {
+            core,
+            directory,
+            events: Some(streams.events),
+        })
+    }
+
+    /// [`start`](Self::start), then waits until registered (up to the handshake timeout).
+    pub async fn connect(self) -> Result<Agent, AgentError> {
+        let wait = self.gateway.handshake_timeout;
+        let agent = self.start()?;
+        match tokio::time::timeout(wait, agent.registered()).await {
+            Ok(Some(_)) => Ok(agent),
+            _ => {
+                agent.close().await;
+                Err(AgentError::NotRegistered(wait))
+            }
+        }
+    }
+}
+
+fn load_or_create(path: &Path) -> Result<Identity, IdentityError> {
+    if path.exists() {
+        return Identity::load(path);
+    }
+    let identity = Identity::generate()?;
+    identity.save(path, false)?;
+    Ok(identity)
+}
+
+/// Hands the gateway's signaling to the link table until the agent stops.
+async fn route_signaling(
+    core: Arc<AgentCore>,
+    mut inbound: mpsc::Receiver<ioap_protocol::Envelope>,
+) {
+    loop {
+        tokio::select! {
+            () = core.stop.cancelled() => break,
+            envelope = inbound.recv() => match envelope {
+                Some(envelope) => core.links.route(&core, Box::new(envelope)),
+                None => break,
+            },
+        }
+    }
+}
+
+/// An agent: registered with a gateway, answering peers, calling them by DID.
+///
+/// Dropping it stops every task it started; [`Agent::close`] also unregisters first and waits
+/// for the links to close.
+pub struct Agent {
+    core: Arc<AgentCore>,
+    directory: Directory,
+    events: Option<mpsc::Receiver<ConnectionEvent>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("did", &self.core.did)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// A builder for the gateway at `url`.
+    pub fn builder(url: impl Into<String>) -> AgentBuilder {
+        AgentBuilder::new(url)
+    }
+
+    /// This agent's DID.
+    pub fn did(&self) -> Did {
+        self.core.did
+    }
+
+    /// Waits until registered; returns the gateway's DID (`None` once closed).
+    pub async fn registered(&self) -> Option<Did> {
+        self.core.gateway.registered().await
+    }
+
+    /// The gateway connection's state.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.core.gateway.state()
+    }
+
+    /// The gateway connection's events (once; later calls return `None`).
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<ConnectionEvent>> {
+        self.events.take()
+    }
+
+    /// The agent `did`. The link is opened on first use ([`Peer::connect`] opens it now).
+    pub fn peer(&self, did: Did) -> Peer {
+        Peer::new(Arc::clone(&self.core), did)
+    }
+
+    /// The gateway's directory of online agents.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Links open now.
+    pub fn open_links(&self) -> usize {
+        self.core.links.open_links()
+    }
+
+    /// Messages refused so far: from the gateway (bad signature, wrong recipient, replay) and
+    /// on links (bad signature, wrong sender, replay, malformed). Never delivered.
+    pub fn refused_messages(&self) -> u64 {
+        self.core.gateway.rejected() + self.core.refusals.link_messages()
+    }
+
+    /// Closes every link (calls in flight fail with SHUTTING_DOWN), unregisters, and returns
+    /// once every task the agent started has ended.
+    pub async fn close(self) {
+        self.core.stop.cancel();
+        self.core.tasks.close();
+        self.core.tasks.wait().await;
+        self.core.gateway.close().await;
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.core.stop.cancel();
+        self.core.tasks.close();
+    }
+}

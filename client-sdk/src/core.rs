@@ -1,0 +1,77 @@
+//! What an agent's tasks share: identity, gateway connection, WebRTC engine, handlers,
+//! settings, the link table, and the cancellation and tracking of every task it spawns.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ioap_protocol::{Did, Identity};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::GatewayClient;
+use crate::handlers::Handlers;
+use crate::link::LinkLimits;
+use crate::rtc::RtcEngine;
+use crate::table::LinkTable;
+
+/// How links are set up, kept alive and bounded.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// OFFER sent (or received) → channel open and the peer's first PING verified.
+    pub setup_timeout: Duration,
+    /// A PING is sent on every open link this often.
+    pub heartbeat_interval: Duration,
+    /// A link with no message from the peer for this long is lost.
+    pub link_timeout: Duration,
+    /// Default deadline of EXEC (when no `timeout_ms` is given) and INTENT calls.
+    pub call_timeout: Duration,
+    /// Links (open or being set up) at once; OFFERs beyond this are ignored.
+    pub max_links: usize,
+    /// Per-link bounds.
+    pub limits: LinkLimits,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            setup_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            link_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(30),
+            max_links: 1024,
+            limits: LinkLimits::default(),
+        }
+    }
+}
+
+/// Counters of what an agent refused.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    link_messages: AtomicU64,
+}
+
+impl Refusals {
+    pub(crate) fn link_message(&self) {
+        self.link_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn link_messages(&self) -> u64 {
+        self.link_messages.load(Ordering::Relaxed)
+    }
+}
+
+/// The shared state of one agent.
+pub(crate) struct AgentCore {
+    pub(crate) identity: Identity,
+    pub(crate) did: Did,
+    pub(crate) gateway: GatewayClient,
+    pub(crate) engine: RtcEngine,
+    pub(crate) handlers: Handlers,
+    pub(crate) settings: LinkSettings,
+    pub(crate) links: LinkTable,
+    pub(crate) refusals: Refusals,
+    /// Cancelled when the agent closes or is dropped.
+    pub(crate) stop: CancellationToken,
+    /// Every task the agent spawns (link drivers, handlers, the signaling router).
+    pub(crate) tasks: TaskTracker,
+}

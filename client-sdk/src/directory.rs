@@ -1,0 +1,183 @@
+//! Discovery through the gateway's HTTP API (`GET /agents`, `GET /agents/{did}`; README
+//! "HTTP API"): online, listed agents and the capabilities they advertise.
+
+use std::sync::Arc;
+
+use ioap_protocol::payload::Capability;
+use ioap_protocol::{Did, Timestamp};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+
+/// Agents per page requested.
+const PAGE: usize = 1000;
+/// Pages followed at most by one listing (1,000,000 agents).
+const MAX_PAGES: usize = 1000;
+
+/// Why a directory lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The gateway URL cannot be turned into its HTTP base.
+    #[error("gateway URL {0:?} has no HTTP form")]
+    Url(String),
+    /// The request failed or the answer is not what `/agents` returns.
+    #[error("directory request failed: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// An online, listed agent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AgentInfo {
+    /// The agent's DID.
+    pub did: Did,
+    /// When its session registered.
+    pub connected_at: Timestamp,
+    /// When the gateway last heard from it.
+    pub last_activity: Timestamp,
+    /// What it offers.
+    pub capabilities: Vec<Capability>,
+}
+
+#[derive(Deserialize)]
+struct AgentPage {
+    agents: Vec<AgentInfo>,
+    next_cursor: Option<String>,
+}
+
+/// The gateway's directory of agents.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl Directory {
+    /// The directory of the gateway whose WebSocket URL is `ws_url` (`ws://host:port/ws` →
+    /// `http://host:port/`; `wss` → `https`). `tls` verifies `https` (default: webpki roots).
+    pub fn new(
+        ws_url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, DirectoryError> {
+        let base = http_base(ws_url).ok_or_else(|| DirectoryError::Url(ws_url.to_owned()))?;
+        let tls = match tls {
+            Some(tls) => (*tls).clone(),
+            None => default_tls().map_err(|_| DirectoryError::Url(ws_url.to_owned()))?,
+        };
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        Ok(Directory { http, base })
+    }
+
+    /// Every listed agent online.
+    pub async fn agents(&self) -> Result<Vec<AgentInfo>, DirectoryError> {
+        self.list(None).await
+    }
+
+    /// The listed agents offering `capability`.
+    pub async fn with_capability(
+        &self,
+        capability: &str,
+    ) -> Result<Vec<AgentInfo>, DirectoryError> {
+        self.list(Some(capability)).await
+    }
+
+    /// One agent, if it is online and listed.
+    pub async fn agent(&self, did: &Did) -> Result<Option<AgentInfo>, DirectoryError> {
+        let url = self.url(&format!("agents/{did}"))?;
+        let response = self.http.get(url).send().await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(response.error_for_status()?.json().await?))
+    }
+
+    async fn list(&self, capability: Option<&str>) -> Result<Vec<AgentInfo>, DirectoryError> {
+        let mut agents = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut url = self.url("agents")?;
+            {
+                let mut query = url.query_pairs_mut();
+                query.append_pair("limit", &PAGE.to_string());
+                if let Some(capability) = capability {
+                    query.append_pair("capability", capability);
+                }
+                if let Some(cursor) = &cursor {
+                    query.append_pair("cursor", cursor);
+                }
+            }
+            let page: AgentPage = self
+                .http
+                .get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            agents.extend(page.agents);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(agents)
+    }
+
+    fn url(&self, path: &str) -> Result<Url, DirectoryError> {
+        self.base
+            .join(path)
+            .map_err(|_| DirectoryError::Url(self.base.to_string()))
+    }
+}
+
+/// `ws://h:p/ws` → `http://h:p/`, `wss://h:p/x/ws` → `https://h:p/x/`.
+pub fn http_base(ws_url: &str) -> Option<Url> {
+    let mut url = Url::parse(ws_url).ok()?;
+    let scheme = match url.scheme() {
+        "ws" | "http" => "http",
+        "wss" | "https" => "https",
+        _ => return None,
+    };
+    url.set_scheme(scheme).ok()?;
+    let path = url.path();
+    let base = path.strip_suffix("ws").unwrap_or(path).to_owned();
+    let base = if base.ends_with('/') {
+        base
+    } else {
+        format!("{base}/")
+    };
+    url.set_path(&base);
+    url.set_query(None);
+    url.set_fragment(None);
+    Some(url)
+}
+
+fn default_tls() -> Result<rustls::ClientConfig, rustls::Error> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_base_follows_the_websocket_url() {
+        let base = |u: &str| http_base(u).map(|u| u.to_string());
+        assert_eq!(
+            base("ws://127.0.0.1:8000/ws").as_deref(),
+            Some("http://127.0.0.1:8000/")
+        );
+        assert_eq!(
+            base("wss://gw.example.org/ioap/ws").as_deref(),
+            Some("https://gw.example.org/ioap/")
+        );
+        assert_eq!(base("ftp://x/ws"), None);
+    }
+}

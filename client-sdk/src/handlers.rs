@@ -1,0 +1,221 @@
+//! What an agent offers: capability handlers for EXEC and a handler for INTENT.
+//!
+//! A capability is a name, a description, an optional JSON Schema of its `args` (all three are
+//! advertised at registration) and an async function from `args` to a JSON result. A streaming
+//! capability also gets a [`Parts`] sink for partial results.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ioap_protocol::payload::{Capability, Intent, IntentReply};
+use ioap_protocol::{Did, ErrorCode};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a capability handler returns.
+pub type ExecResult = Result<Value, ExecError>;
+
+/// Why a capability handler failed; sent to the caller in an `error` EXEC_RESPONSE.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ExecError {
+    /// HANDLER_ERROR or INVALID_ARGS (other codes are the SDK's own).
+    pub code: ErrorCode,
+    /// Passed through to the caller as is: never put secrets here.
+    pub message: String,
+}
+
+impl ExecError {
+    /// The handler ran and failed (HANDLER_ERROR).
+    pub fn handler(message: impl Into<String>) -> Self {
+        ExecError {
+            code: ErrorCode::HandlerError,
+            message: message.into(),
+        }
+    }
+
+    /// The arguments are not what the capability takes (INVALID_ARGS).
+    pub fn invalid_args(message: impl Into<String>) -> Self {
+        ExecError {
+            code: ErrorCode::InvalidArgs,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a streaming handler sends its partial results, in order.
+///
+/// When the caller did not ask to stream, parts are discarded and only the final result is
+/// sent (PROTOCOL_DESIGN.md §11.3).
+#[derive(Debug, Clone)]
+pub struct Parts {
+    sink: Option<mpsc::Sender<Value>>,
+}
+
+impl Parts {
+    pub(crate) fn new(sink: Option<mpsc::Sender<Value>>) -> Self {
+        Parts { sink }
+    }
+
+    /// Sends one part; waits while the link is busy. Returns false once nobody listens any
+    /// more (the caller did not ask to stream, or the link is gone).
+    pub async fn send(&self, part: Value) -> bool {
+        match &self.sink {
+            Some(sink) => sink.send(part).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Whether the caller asked for parts.
+    pub fn is_streaming(&self) -> bool {
+        self.sink.is_some()
+    }
+}
+
+/// One EXEC_REQUEST as a handler sees it.
+#[derive(Debug)]
+pub struct ExecCall {
+    /// The caller (verified).
+    pub caller: Did,
+    /// The request's `args`.
+    pub args: Value,
+    /// The partial-result sink.
+    pub parts: Parts,
+}
+
+type ExecFn = dyn Fn(ExecCall) -> BoxFuture<ExecResult> + Send + Sync;
+type IntentFn = dyn Fn(Did, Intent) -> BoxFuture<IntentReply> + Send + Sync;
+
+/// A capability: what is advertised and the function that runs it.
+#[derive(Clone)]
+pub struct CapabilityHandler {
+    advertised: Capability,
+    run: Arc<ExecFn>,
+}
+
+impl std::fmt::Debug for CapabilityHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapabilityHandler")
+            .field("advertised", &self.advertised)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CapabilityHandler {
+    /// A capability computing one result from `args`.
+    pub fn new<F, Fut>(name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ExecResult> + Send + 'static,
+    {
+        Self::with_call(name, move |call: ExecCall| handler(call.args))
+    }
+
+    /// A capability that may send partial results before its final one.
+    pub fn streaming<F, Fut>(name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Value, Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ExecResult> + Send + 'static,
+    {
+        Self::with_call(name, move |call: ExecCall| handler(call.args, call.parts))
+    }
+
+    /// A capability that sees the whole call (including the caller's DID).
+    pub fn with_call<F, Fut>(name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(ExecCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ExecResult> + Send + 'static,
+    {
+        CapabilityHandler {
+            advertised: Capability::new(name, ""),
+            run: Arc::new(move |call| Box::pin(handler(call))),
+        }
+    }
+
+    /// Sets the advertised description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.advertised.description = description.into();
+        self
+    }
+
+    /// Sets the advertised JSON Schema of `args` (advertised only; the handler validates).
+    pub fn args_schema(mut self, schema: Value) -> Self {
+        self.advertised.args_schema = Some(schema);
+        self
+    }
+
+    /// What is advertised at registration.
+    pub fn advertised(&self) -> &Capability {
+        &self.advertised
+    }
+
+    pub(crate) fn run(&self, call: ExecCall) -> BoxFuture<ExecResult> {
+        (self.run)(call)
+    }
+}
+
+/// Everything an agent answers: capabilities by name and the INTENT handler.
+#[derive(Clone)]
+pub struct Handlers {
+    capabilities: BTreeMap<String, CapabilityHandler>,
+    intent: Arc<IntentFn>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handlers")
+            .field("capabilities", &self.capabilities.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Handlers {
+    /// No capabilities; every intent declined.
+    fn default() -> Self {
+        Handlers {
+            capabilities: BTreeMap::new(),
+            intent: Arc::new(|_, _| {
+                Box::pin(async { IntentReply::declined("this agent takes no intents") })
+            }),
+        }
+    }
+}
+
+impl Handlers {
+    /// Adds (or replaces) a capability.
+    pub fn insert(&mut self, capability: CapabilityHandler) {
+        self.capabilities
+            .insert(capability.advertised.name.clone(), capability);
+    }
+
+    /// Sets the INTENT handler.
+    pub fn set_intent<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(Did, Intent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = IntentReply> + Send + 'static,
+    {
+        self.intent = Arc::new(move |from, intent| Box::pin(handler(from, intent)));
+    }
+
+    /// The capability named `name`.
+    pub fn capability(&self, name: &str) -> Option<&CapabilityHandler> {
+        self.capabilities.get(name)
+    }
+
+    /// What is advertised at registration, in name order.
+    pub fn advertised(&self) -> Vec<Capability> {
+        self.capabilities
+            .values()
+            .map(|c| c.advertised.clone())
+            .collect()
+    }
+
+    pub(crate) fn intent(&self, from: Did, intent: Intent) -> BoxFuture<IntentReply> {
+        (self.intent)(from, intent)
+    }
+}

@@ -1,0 +1,129 @@
+//! Verification of what arrives on a link (PROTOCOL_DESIGN.md §11.3): a plain function of the
+//! bytes, the two DIDs and a replay guard, so tests drive it without a data channel.
+
+use ioap_protocol::{Did, Envelope, ReceivedEnvelope, ReplayGuard, Timestamp};
+
+/// Why a message on a link was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not a well-formed envelope (or not text).
+    #[error("malformed envelope")]
+    Malformed,
+    /// The signature does not verify under `from`.
+    #[error("bad signature")]
+    BadSignature,
+    /// Signed by someone other than the peer this link was signaled with.
+    #[error("sender is not the link's peer")]
+    WrongSender,
+    /// Addressed to someone else.
+    #[error("addressed to another agent")]
+    WrongRecipient,
+    /// Seen before, or outside the timestamp window.
+    #[error("replayed or stale")]
+    Replayed,
+}
+
+/// Checks messages from one peer to one agent.
+#[derive(Debug)]
+pub struct PeerVerifier {
+    local: Did,
+    remote: Did,
+    remote_text: String,
+    local_text: String,
+    replay: ReplayGuard,
+}
+
+impl PeerVerifier {
+    /// A verifier for messages from `remote` to `local`.
+    pub fn new(local: Did, remote: Did) -> Self {
+        PeerVerifier {
+            local,
+            remote,
+            remote_text: remote.to_string(),
+            local_text: local.to_string(),
+            replay: ReplayGuard::default(),
+        }
+    }
+
+    /// Decodes and verifies one message; accepted messages are remembered for replay checks.
+    pub fn check(&mut self, bytes: &[u8], now: Timestamp) -> Result<Envelope, Refusal> {
+        let (remote, local) = (self.remote, self.local);
+        let (remote_text, local_text) = (&self.remote_text, &self.local_text);
+        let received = ReceivedEnvelope::decode_with(bytes, |text| {
+            if text == remote_text {
+                Some(remote)
+            } else if text == local_text {
+                Some(local)
+            } else {
+                None
+            }
+        })
+        .map_err(|_| Refusal::Malformed)?;
+        if received.envelope().from != self.remote {
+            return Err(Refusal::WrongSender);
+        }
+        if received.envelope().to != Some(self.local) {
+            return Err(Refusal::WrongRecipient);
+        }
+        let envelope = received
+            .into_verified()
+            .map_err(|_| Refusal::BadSignature)?;
+        self.replay
+            .check(&envelope.from, &envelope.id, envelope.timestamp, now)
+            .map_err(|_| Refusal::Replayed)?;
+        Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ioap_protocol::payload::Ping;
+    use ioap_protocol::samples::{alice, bob, example_time};
+    use ioap_protocol::{Body, Identity};
+
+    fn ping(from: &Identity, to: Did) -> String {
+        Envelope::new(
+            from.did(),
+            Some(to),
+            Body::Ping(Ping { sequence: 1 }),
+            example_time(),
+        )
+        .sign(from)
+        .expect("sign")
+        .into_string()
+    }
+
+    #[test]
+    fn accepts_the_peer_once_and_refuses_everyone_else() {
+        let (a, b) = (alice(), bob());
+        let mut at_b = PeerVerifier::new(b.did(), a.did());
+        let good = ping(&a, b.did());
+        assert!(at_b.check(good.as_bytes(), example_time()).is_ok());
+        assert_eq!(
+            at_b.check(good.as_bytes(), example_time()).err(),
+            Some(Refusal::Replayed)
+        );
+        let stranger = Identity::from_seed(&[9; 32]);
+        assert_eq!(
+            at_b.check(ping(&stranger, b.did()).as_bytes(), example_time())
+                .err(),
+            Some(Refusal::WrongSender),
+            "validly signed by someone else"
+        );
+        assert_eq!(
+            at_b.check(ping(&a, stranger.did()).as_bytes(), example_time())
+                .err(),
+            Some(Refusal::WrongRecipient)
+        );
+        let forged = ping(&a, b.did()).replace("\"sequence\":1", "\"sequence\":2");
+        assert_eq!(
+            at_b.check(forged.as_bytes(), example_time()).err(),
+            Some(Refusal::BadSignature)
+        );
+        assert_eq!(
+            at_b.check(b"{not json", example_time()).err(),
+            Some(Refusal::Malformed)
+        );
+    }
+}
