@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ioap_protocol::payload::Capability;
 use ioap_protocol::{Did, Timestamp};
 use reqwest::{StatusCode, Url};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Agents per page requested.
 const PAGE: usize = 1000;
@@ -25,7 +25,7 @@ pub enum DirectoryError {
 }
 
 /// An online, listed agent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentInfo {
     /// The agent's DID.
     pub did: Did,

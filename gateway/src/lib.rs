@@ -27,8 +27,10 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod state;
+mod termination;
 pub mod tls;
 
 pub use config::{Admission, GatewayConfig, TlsFiles};
 pub use server::{Gateway, RunningGateway, ShutdownHandle};
 pub use settings::{LogFormat, LogSettings, Settings};
+pub use termination::termination;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             }
         };
         tokio::select! {
-            () = termination() => {}
+            () = ioap_gateway::termination() => {}
             () = gateway.shutdown_requested() => {}
         }
         gateway.shutdown().await;
@@ -51,27 +51,5 @@ fn init_logging(log: &LogSettings) {
     match log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn termination() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = term => tracing::info!("SIGTERM received"),
     }
 }

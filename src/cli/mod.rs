@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch. Results go to stdout (plain or `--json`), diagnostics to
 //! stderr; failures exit non-zero.
 
+mod agent;
 mod id;
 
 use std::process::ExitCode;
@@ -22,19 +23,48 @@ pub enum Command {
     /// Create and inspect did:key identities.
     #[command(subcommand)]
     Id(id::IdCommand),
+    /// List the online agents a gateway lists (JSON array).
+    Agents(agent::AgentsArgs),
+    /// Run an agent with the demo capabilities (echo, sum, sleep, count, fail) and an INTENT
+    /// responder; prints its DID as JSON, serves until SIGTERM or Ctrl-C.
+    Serve(agent::ServeArgs),
+    /// EXEC a capability on an agent over a WebRTC link; prints the result as JSON.
+    Call(agent::CallArgs),
+    /// Send an INTENT query to an agent; prints its reply as JSON.
+    Intent(agent::IntentArgs),
 }
 
 /// Parses the process arguments, runs the command, and turns errors into an exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
-        Command::Id(command) => id::run(command),
+        Command::Id(command) => id::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Agents(args) => agent::agents(args),
+        Command::Serve(args) => agent::serve(args),
+        Command::Call(args) => agent::call(args),
+        Command::Intent(args) => agent::intent(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The log filter when `RUST_LOG` is not set: warnings, except the WebRTC stack's routine
+/// warnings about closing connections.
+const DEFAULT_LOG_FILTER: &str = "warn,webrtc=error,webrtc_ice=error,webrtc_sctp=error,\
+webrtc_dtls=error,webrtc_srtp=error,webrtc_mdns=error,webrtc_data=error";
+
+/// Diagnostics to stderr, filtered by `RUST_LOG` (default: [`DEFAULT_LOG_FILTER`]).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -1,0 +1,251 @@
+//! `ioap agents | serve | call | intent`: an agent on the command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use ioap_client::{Agent, AgentBuilder, CallError, Directory, IceServer, StreamItem, demo};
+use ioap_protocol::Did;
+use ioap_protocol::payload::Intent;
+use serde_json::{Value, json};
+
+/// Where the gateway is and who this agent is (every agent command takes these).
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The gateway's WebSocket URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "IOAP_GATEWAY",
+        default_value = "ws://127.0.0.1:8000/ws"
+    )]
+    pub gateway: String,
+    /// The agent's key file (PKCS#8 PEM), created if missing; default: a new identity each run.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// A STUN/TURN server URL for WebRTC (repeatable; default: host candidates only).
+    #[arg(long = "ice-server", value_name = "URL")]
+    pub ice_servers: Vec<String>,
+}
+
+impl AgentArgs {
+    fn builder(&self) -> AgentBuilder {
+        let mut builder = Agent::builder(&self.gateway);
+        if let Some(key) = &self.key {
+            builder = builder.key_file(key);
+        }
+        for url in &self.ice_servers {
+            builder = builder.ice_server(IceServer {
+                urls: vec![url.clone()],
+                username: String::new(),
+                credential: String::new(),
+            });
+        }
+        builder
+    }
+
+    async fn connect(&self, builder: AgentBuilder) -> anyhow::Result<Agent> {
+        builder
+            .connect()
+            .await
+            .with_context(|| format!("cannot register with the gateway at {}", self.gateway))
+    }
+}
+
+/// `ioap agents`.
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    /// Only agents offering this capability.
+    #[arg(long, value_name = "NAME")]
+    pub capability: Option<String>,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// `ioap serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Hide this agent from the gateway's `/agents`.
+    #[arg(long)]
+    pub unlisted: bool,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// `ioap call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The agent to call.
+    pub did: String,
+    /// The capability to run.
+    pub capability: String,
+    /// Its arguments, as JSON.
+    #[arg(default_value = "null")]
+    pub args: String,
+    /// Print partial results (one JSON line each) before the final one.
+    #[arg(long)]
+    pub stream: bool,
+    /// How long to wait for the final result, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub timeout: u64,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// `ioap intent`.
+#[derive(Debug, Args)]
+pub struct IntentArgs {
+    /// The agent to ask.
+    pub did: String,
+    /// The request, in words.
+    pub text: String,
+    /// Context for the request, as JSON.
+    #[arg(long, value_name = "JSON", default_value = "null")]
+    pub context: String,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn parse_did(text: &str) -> anyhow::Result<Did> {
+    Did::parse(text).with_context(|| format!("{text:?} is not a did:key"))
+}
+
+fn parse_json(text: &str, what: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("{what} is not JSON: {text}"))
+}
+
+/// A failed call: the error as JSON on stdout, in words on stderr, exit status 1.
+fn call_failed(error: &CallError) -> anyhow::Result<ExitCode> {
+    print_json(&json!({"error": {"code": error.code, "message": error.message}}))?;
+    eprintln!("error: {}: {}", error.code, error.message);
+    Ok(ExitCode::FAILURE)
+}
+
+/// `ioap agents`: the listed agents online, as a JSON array.
+pub fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let directory = Directory::new(&args.agent.gateway, None)?;
+        let agents = match &args.capability {
+            Some(capability) => directory.with_capability(capability).await?,
+            None => directory.agents().await?,
+        };
+        print_json(&serde_json::to_value(agents)?)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `ioap serve`: a demo agent until SIGTERM or Ctrl-C.
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let builder = args
+            .agent
+            .builder()
+            .capabilities(demo::capabilities())
+            .on_intent(demo::intent_responder)
+            .listed(!args.unlisted);
+        let agent = args.agent.connect(builder).await?;
+        let capabilities: Vec<_> = demo::capabilities()
+            .iter()
+            .map(|c| c.advertised().name.clone())
+            .collect();
+        print_json(&json!({
+            "did": agent.did(),
+            "gateway": args.agent.gateway,
+            "capabilities": capabilities,
+        }))?;
+        eprintln!("serving as {}; Ctrl-C to stop", agent.did());
+        ioap_gateway::termination().await;
+        agent.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `ioap call`: one EXEC; the result (and parts, with `--stream`) as JSON lines.
+pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+    let did = parse_did(&args.did)?;
+    let call_args = parse_json(&args.args, "the arguments")?;
+    runtime()?.block_on(async {
+        let agent = args.agent.connect(args.agent.builder()).await?;
+        let peer = agent.peer(did);
+        let timeout = Duration::from_millis(args.timeout);
+        let outcome = if args.stream {
+            stream(&peer, &args.capability, call_args, timeout).await?
+        } else {
+            peer.exec_with_timeout(&args.capability, call_args, timeout)
+                .await
+        };
+        agent.close().await;
+        match outcome {
+            Ok(value) => {
+                print_json(&value)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => call_failed(&error),
+        }
+    })
+}
+
+/// Prints each part as it comes; returns the final outcome.
+async fn stream(
+    peer: &ioap_client::Peer,
+    capability: &str,
+    args: Value,
+    timeout: Duration,
+) -> anyhow::Result<Result<Value, CallError>> {
+    let mut call = match peer
+        .exec_stream_with_timeout(capability, args, timeout)
+        .await
+    {
+        Ok(call) => call,
+        Err(error) => return Ok(Err(error)),
+    };
+    while let Some(item) = call.next().await {
+        match item {
+            Ok(StreamItem::Partial(part)) => print_json(&json!({"partial": part}))?,
+            Ok(StreamItem::Final(value)) => return Ok(Ok(value)),
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    Ok(Err(CallError::new(
+        ioap_protocol::ErrorCode::LinkLost,
+        "the call ended without a final result",
+    )))
+}
+
+/// `ioap intent`: one INTENT query; the reply as JSON.
+pub fn intent(args: IntentArgs) -> anyhow::Result<ExitCode> {
+    let did = parse_did(&args.did)?;
+    let context = parse_json(&args.context, "the context")?;
+    runtime()?.block_on(async {
+        let agent = args.agent.connect(args.agent.builder()).await?;
+        let outcome = agent
+            .peer(did)
+            .intent(Intent::query(args.text, context))
+            .await;
+        agent.close().await;
+        match outcome {
+            Ok(reply) => {
+                print_json(&serde_json::to_value(reply)?)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => call_failed(&error),
+        }
+    })
+}

@@ -1,0 +1,181 @@
+//! `ioap serve | call | intent | agents` as a user runs them: the real binary in child
+//! processes, a real gateway, real WebRTC links between processes. Also: a peer process
+//! killed mid-call is noticed within the heartbeat bound.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ioap_client::Agent;
+use ioap_gateway::{Gateway, GatewayConfig, RunningGateway};
+use ioap_protocol::{Did, ErrorCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `ioap serve` in a child process, with the DID it printed.
+async fn serve(gateway: &RunningGateway) -> (Child, Did) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ioap"))
+        .args(["serve", "--gateway", &gateway.ws_url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ioap serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("ioap serve printed in time")
+        .expect("read")
+        .expect("a line");
+    let printed: Value = serde_json::from_str(&line).expect("JSON");
+    let did = Did::parse(printed["did"].as_str().expect("did")).expect("a did:key");
+    (child, did)
+}
+
+async fn ioap(args: &[&str]) -> (i32, Vec<Value>, String) {
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_ioap")).args(args).output(),
+    )
+    .await
+    .expect("in time")
+    .expect("run ioap");
+    let lines = String::from_utf8(output.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each stdout line is JSON"))
+        .collect();
+    let stderr = String::from_utf8(output.stderr).expect("utf8");
+    (output.status.code().unwrap_or(-1), lines, stderr)
+}
+
+async fn gateway() -> RunningGateway {
+    Gateway::start(GatewayConfig::ephemeral())
+        .await
+        .expect("gateway")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_intent_and_agents_reach_a_serving_process() {
+    let gateway = gateway().await;
+    let (mut server, did) = serve(&gateway).await;
+    let url = gateway.ws_url();
+    let did_text = did.to_string();
+    let g = ["--gateway", url.as_str()];
+
+    let (code, out, err) = ioap(
+        &[
+            &["call", &did_text, "sum", r#"{"values":[1,2,3.5]}"#],
+            &g[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!((code, out), (0, vec![json!(6.5)]), "{err}");
+
+    let (code, out, err) = ioap(
+        &[
+            &["call", &did_text, "count", r#"{"to":3}"#, "--stream"],
+            &g[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        vec![
+            json!({"partial": 1}),
+            json!({"partial": 2}),
+            json!({"partial": 3}),
+            json!({"counted": 3})
+        ]
+    );
+
+    let (code, out, err) = ioap(&[&["call", &did_text, "fly", "{}"], &g[..]].concat()).await;
+    assert_eq!(code, 1);
+    assert_eq!(out[0]["error"]["code"], "UNKNOWN_CAPABILITY");
+    assert!(err.contains("UNKNOWN_CAPABILITY"), "{err}");
+
+    let (code, out, err) = ioap(
+        &[
+            &[
+                "call",
+                &did_text,
+                "sleep",
+                r#"{"ms":5000}"#,
+                "--timeout",
+                "200",
+            ],
+            &g[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out[0]["error"]["code"], "TIMEOUT");
+
+    let (code, out, err) = ioap(&[&["intent", &did_text, "say hello"], &g[..]].concat()).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out[0]["status"], "accepted");
+
+    let (code, out, err) = ioap(&[&["agents", "--capability", "sum"], &g[..]].concat()).await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<_> = out[0]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|a| a["did"].clone())
+        .collect();
+    assert_eq!(listed, vec![json!(did_text)]);
+
+    let (code, _, err) = ioap(&["call", "did:key:nope", "sum", "{}"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not a did:key"), "{err}");
+
+    server.kill().await.expect("kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_process_killed_mid_call_is_link_lost_within_the_heartbeat_bound() {
+    let gateway = gateway().await;
+    let (mut server, did) = serve(&gateway).await;
+    let agent = Agent::builder(gateway.ws_url())
+        .connect()
+        .await
+        .expect("registers");
+    let peer = agent.peer(did);
+    let pending = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.exec("sleep", json!({"ms": 60_000})).await }
+    });
+    // The link is ordered: once this answer is back, the sleep request has reached the server.
+    let echoed = tokio::time::timeout(WAIT, peer.exec("echo", json!(1)))
+        .await
+        .expect("in time");
+    assert_eq!(echoed, Ok(json!(1)));
+
+    server.kill().await.expect("kill");
+    let killed = Instant::now();
+    let failed = tokio::time::timeout(WAIT, pending)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect_err("the peer is gone");
+    let noticed = killed.elapsed();
+    assert_eq!(failed.code, ErrorCode::LinkLost, "{failed}");
+    // PROTOCOL_DESIGN.md §11.3: no message for 5 s (ICE consent: 3 s) means lost. Allow slack
+    // for a loaded test machine.
+    assert!(
+        noticed < Duration::from_secs(8),
+        "noticed after {noticed:?}"
+    );
+    let again = tokio::time::timeout(WAIT, peer.exec("echo", json!(2)))
+        .await
+        .expect("in time");
+    assert!(again.is_err(), "the next call re-dials a peer that is gone");
+    agent.close().await;
+}
