@@ -192,26 +192,34 @@ impl Link {
         });
     }
 
-    /// Takes a serving slot, or refuses the request with TOO_MANY_REQUESTS.
-    fn admit(self: &Arc<Self>, request: MessageId) -> Option<ServingSlot> {
+    /// Takes a serving slot, if fewer than `max_serving` requests are being served.
+    fn admit(self: &Arc<Self>) -> Option<ServingSlot> {
         if self.serving.fetch_add(1, Ordering::AcqRel) >= self.max_serving {
             self.serving.fetch_sub(1, Ordering::AcqRel);
-            let link = Arc::clone(self);
-            let max = self.max_serving;
-            self.spawn(async move {
-                let refusal = ErrorPayload::new(
-                    ErrorCode::TooManyRequests,
-                    format!("{max} requests already being served on this link"),
-                );
-                let _ = link.send(Body::Error(refusal), Some(request)).await;
-            });
             return None;
         }
         Some(ServingSlot(Arc::clone(self)))
     }
 
+    fn too_many(&self) -> ErrorPayload {
+        ErrorPayload::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{} requests already being served on this link",
+                self.max_serving
+            ),
+        )
+    }
+
     fn serve_exec(self: &Arc<Self>, id: MessageId, request: ExecRequest, handlers: &Handlers) {
-        let Some(slot) = self.admit(id) else { return };
+        let Some(slot) = self.admit() else {
+            let link = Arc::clone(self);
+            let refusal = self.too_many();
+            self.spawn(async move {
+                let _ = link.respond(id, Err(refusal), Instant::now()).await;
+            });
+            return;
+        };
         let handler = handlers.capability(&request.capability).cloned();
         let link = Arc::clone(self);
         self.spawn(async move {
@@ -312,7 +320,14 @@ impl Link {
     }
 
     fn serve_intent(self: &Arc<Self>, id: MessageId, intent: Intent, handlers: &Handlers) {
-        let Some(slot) = self.admit(id) else { return };
+        let Some(slot) = self.admit() else {
+            let link = Arc::clone(self);
+            let refusal = self.too_many();
+            self.spawn(async move {
+                let _ = link.send(Body::Error(refusal), Some(id)).await;
+            });
+            return;
+        };
         let reply = handlers.intent(self.remote, intent);
         let link = Arc::clone(self);
         self.spawn(async move {

@@ -276,3 +276,38 @@ async fn the_directory_lists_agents_and_finds_capabilities() {
     alice.close().await;
     assert_eq!(gateway.registered_agents(), 0, "close unregisters");
 }
+
+#[tokio::test]
+async fn requests_beyond_the_serving_bound_are_refused_with_too_many_requests() {
+    let gateway = gateway().await;
+    let alice = agent(&gateway.ws_url()).await;
+    let bob = support::builder(&gateway.ws_url(), Identity::generate().expect("rng"))
+        .link_settings(ioap_client::LinkSettings {
+            limits: ioap_client::LinkLimits {
+                max_calls: 256,
+                max_serving: 2,
+            },
+            ..support::link_settings()
+        })
+        .connect()
+        .await
+        .expect("registers");
+    let peer = alice.peer(bob.did());
+    within(peer.connect()).await.expect("link");
+    let calls = (0..4).map(|_| peer.exec("sleep", json!({"ms": 500})));
+    let results = within(futures_util::future::join_all(calls)).await;
+    let served = results.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(served, 2, "{results:?}");
+    assert!(
+        refused.iter().all(|e| e.code == ErrorCode::TooManyRequests),
+        "{refused:?}"
+    );
+    assert_eq!(
+        within(peer.exec("echo", json!(1))).await,
+        Ok(json!(1)),
+        "room again"
+    );
+    alice.close().await;
+    bob.close().await;
+}
