@@ -167,9 +167,13 @@ impl Link {
             Body::ExecRequest(request) => self.serve_exec(envelope.id, request, handlers),
             Body::Intent(intent) => self.serve_intent(envelope.id, intent, handlers),
             Body::Ping(ping) => {
+                // A PONG takes a serving slot too, so a PING flood cannot grow the task count;
+                // a PING that finds no slot goes unanswered (the link is busy, not lost).
+                let Some(slot) = self.admit() else { return };
                 let link = Arc::clone(self);
                 let id = envelope.id;
                 self.spawn(async move {
+                    let _slot = slot;
                     let _ = link.send(Body::Pong(ping), Some(id)).await;
                 });
             }
