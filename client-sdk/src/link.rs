@@ -90,20 +90,27 @@ impl Link {
         body: Body,
         correlation: Option<MessageId>,
     ) -> Result<MessageId, CallError> {
+        let (id, wire) = self.sign(body, correlation)?;
+        self.send_raw(wire).await?;
+        Ok(id)
+    }
+
+    /// Signs `body` as a message to the peer.
+    fn sign(
+        &self,
+        body: Body,
+        correlation: Option<MessageId>,
+    ) -> Result<(MessageId, String), CallError> {
         let mut envelope = Envelope::new(self.identity.did(), Some(self.remote), body, now());
         envelope.correlation_id = correlation;
         let id = envelope.id;
         let wire = envelope
             .sign(&self.identity)
             .map_err(|e| CallError::new(ErrorCode::MalformedMessage, e.to_string()))?;
-        self.rtc
-            .send(wire.into_string())
-            .await
-            .map_err(|e| CallError::new(ErrorCode::LinkLost, e.to_string()))?;
-        Ok(id)
+        Ok((id, wire.into_string()))
     }
 
-    /// Sends text as is (tests of the peer's refusals).
+    /// Sends text as is (signed envelopes, and tests of the peer's refusals).
     pub(crate) async fn send_raw(&self, text: String) -> Result<(), CallError> {
         self.rtc
             .send(text)
@@ -117,14 +124,9 @@ impl Link {
         body: Body,
         stream: bool,
     ) -> Result<(MessageId, mpsc::Receiver<CallEvent>), CallError> {
-        let envelope = Envelope::new(self.identity.did(), Some(self.remote), body, now());
-        let id = envelope.id;
-        let wire = envelope
-            .sign(&self.identity)
-            .map_err(|e| CallError::new(ErrorCode::MalformedMessage, e.to_string()))?;
+        let (id, wire) = self.sign(body, None)?;
         let events = self.calls().begin(id, stream)?;
-        if let Err(error) = self.rtc.send(wire.into_string()).await {
-            let error = CallError::new(ErrorCode::LinkLost, error.to_string());
+        if let Err(error) = self.send_raw(wire).await {
             self.finish(id, Err(error.clone()));
             return Err(error);
         }
