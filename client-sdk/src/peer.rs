@@ -148,15 +148,18 @@ impl Peer {
             done: false,
         };
         let timeout = self.core.settings.call_timeout;
+        // Any outcome but a final event leaves `call` to free the call's place when dropped.
         let outcome = match tokio::time::timeout(timeout, events.recv()).await {
-            Ok(Some(CallEvent::Done(outcome))) => outcome,
+            Ok(Some(CallEvent::Done(outcome))) => {
+                call.done = true;
+                outcome
+            }
             Ok(Some(CallEvent::Partial(_)) | None) => Err(lost()),
             Err(_) => Err(CallError::new(
                 ErrorCode::Timeout,
                 format!("no INTENT reply within {} ms", timeout.as_millis()),
             )),
         };
-        call.done = true;
         serde_json::from_value(outcome?)
             .map_err(|e| CallError::new(ErrorCode::MalformedMessage, format!("INTENT reply: {e}")))
     }

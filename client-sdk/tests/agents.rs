@@ -311,3 +311,41 @@ async fn requests_beyond_the_serving_bound_are_refused_with_too_many_requests() 
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test]
+async fn a_timed_out_intent_frees_its_place_on_the_link() {
+    let gateway = gateway().await;
+    // Alice may have one call in flight; her INTENT deadline is short.
+    let alice = support::builder(&gateway.ws_url(), Identity::generate().expect("rng"))
+        .link_settings(ioap_client::LinkSettings {
+            call_timeout: Duration::from_millis(200),
+            limits: ioap_client::LinkLimits {
+                max_calls: 1,
+                max_serving: 64,
+            },
+            ..support::link_settings()
+        })
+        .connect()
+        .await
+        .expect("registers");
+    let slow = support::builder(&gateway.ws_url(), Identity::generate().expect("rng"))
+        .on_intent(|_, _| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            ioap_protocol::payload::IntentReply::accepted()
+        })
+        .connect()
+        .await
+        .expect("registers");
+    let peer = alice.peer(slow.did());
+    let late = within(peer.intent(Intent::query("anyone?", json!(null))))
+        .await
+        .expect_err("no reply in time");
+    assert_eq!(late.code, ErrorCode::Timeout);
+    assert_eq!(
+        within(peer.exec("echo", json!("next"))).await,
+        Ok(json!("next")),
+        "the timed-out INTENT no longer holds the only place"
+    );
+    alice.close().await;
+    slow.close().await;
+}
