@@ -37,6 +37,21 @@ pub struct AgentInfo {
     pub capabilities: Vec<Capability>,
 }
 
+/// The gateway's `GET /health` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `healthy` while serving.
+    pub status: String,
+    /// Agents registered now (listed or not).
+    pub connected_agents: usize,
+    /// The gateway's DID.
+    pub gateway_did: Did,
+    /// The gateway's version.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+}
+
 #[derive(Deserialize)]
 struct AgentPage {
     agents: Vec<AgentInfo>,
@@ -90,6 +105,19 @@ impl Directory {
             return Ok(None);
         }
         Ok(Some(response.error_for_status()?.json().await?))
+    }
+
+    /// The gateway's health: status and how many agents are registered.
+    pub async fn health(&self) -> Result<Health, DirectoryError> {
+        let url = self.url("health")?;
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     async fn list(&self, capability: Option<&str>) -> Result<Vec<AgentInfo>, DirectoryError> {

@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{SinkExt, StreamExt};
-use ioap_protocol::handshake::{Advertisement, ClientHandshake};
+use ioap_protocol::handshake::{Advertisement, ClientHandshake, ClientHandshakeError};
 use ioap_protocol::payload::Unregister;
 use ioap_protocol::{
-    Body, Did, Envelope, Identity, MessageId, ReceivedEnvelope, ReplayGuard, SUBPROTOCOL, Timestamp,
+    Body, Did, Envelope, ErrorCode, Identity, MessageId, ReceivedEnvelope, ReplayGuard,
+    SUBPROTOCOL, Timestamp,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -95,6 +96,17 @@ pub enum ConnectionEvent {
     /// The connection ended; the client will reconnect.
     Disconnected {
         /// The close code the gateway sent, if any.
+        close_code: Option<u16>,
+        /// Why, in words.
+        reason: String,
+    },
+    /// One connection attempt failed before registration (the client will retry).
+    RegistrationFailed {
+        /// The code of the gateway's ERROR (e.g. `RATE_LIMITED`, `UNAUTHORIZED`), or
+        /// `TIMEOUT` when the handshake ran out of time; `None` for transport failures.
+        code: Option<ErrorCode>,
+        /// The close code, when the gateway closed without an ERROR (e.g. 1013 at its
+        /// connection limit).
         close_code: Option<u16>,
         /// Why, in words.
         reason: String,
@@ -321,8 +333,18 @@ impl Runner {
                         }
                     }
                 }
-                Ok(Err(error)) => debug!(%error, "cannot register with the gateway"),
-                Err(_) => debug!("gateway handshake timed out"),
+                Ok(Err(failure)) => {
+                    debug!(reason = %failure.reason, "cannot register with the gateway");
+                    self.attempt_failed(failure);
+                }
+                Err(_) => {
+                    debug!("gateway handshake timed out");
+                    self.attempt_failed(AttemptFailure {
+                        code: Some(ErrorCode::Timeout),
+                        close_code: None,
+                        reason: format!("no REGISTERED within {:?}", self.config.handshake_timeout),
+                    });
+                }
             }
             let delay = delays.next().unwrap_or(self.config.reconnect_max_delay);
             let _ = self
@@ -335,6 +357,14 @@ impl Runner {
         }
         let _ = self.state.send(ConnectionState::Closed);
         let _ = self.events.try_send(ConnectionEvent::Closed);
+    }
+
+    fn attempt_failed(&self, failure: AttemptFailure) {
+        let _ = self.events.try_send(ConnectionEvent::RegistrationFailed {
+            code: failure.code,
+            close_code: failure.close_code,
+            reason: failure.reason,
+        });
     }
 
     /// Relays in both directions until the connection ends or the client stops.
@@ -414,36 +444,83 @@ impl Runner {
     }
 }
 
+/// Why one registration attempt failed.
+#[derive(Debug)]
+struct AttemptFailure {
+    code: Option<ErrorCode>,
+    close_code: Option<u16>,
+    reason: String,
+}
+
+impl AttemptFailure {
+    fn transport(error: impl std::fmt::Display) -> Self {
+        AttemptFailure {
+            code: None,
+            close_code: None,
+            reason: error.to_string(),
+        }
+    }
+}
+
+impl From<ClientHandshakeError> for AttemptFailure {
+    fn from(error: ClientHandshakeError) -> Self {
+        let code = match &error {
+            ClientHandshakeError::Refused(refusal) => Some(refusal.code),
+            _ => None,
+        };
+        AttemptFailure {
+            code,
+            close_code: None,
+            reason: error.to_string(),
+        }
+    }
+}
+
 /// One attempt: WebSocket, CHALLENGE, REGISTER, REGISTERED.
-async fn connect(config: &GatewayClientConfig) -> anyhow::Result<(Ws, Did)> {
-    let mut request = config.url.as_str().into_client_request()?;
+async fn connect(config: &GatewayClientConfig) -> Result<(Ws, Did), AttemptFailure> {
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(AttemptFailure::transport)?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
     let connector = config.tls.clone().map(Connector::Rustls);
     let (mut ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await?;
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
+            .await
+            .map_err(AttemptFailure::transport)?;
     let challenge = next_text(&mut ws).await?;
-    let challenge = ReceivedEnvelope::decode(challenge.as_bytes())?;
+    let challenge =
+        ReceivedEnvelope::decode(challenge.as_bytes()).map_err(AttemptFailure::transport)?;
     let mut handshake = ClientHandshake::new(config.url.clone(), config.expected_gateway);
     let register =
         handshake.on_challenge(&challenge, &config.identity, &config.advertisement, now())?;
-    ws.send(Message::text(register.into_string())).await?;
+    ws.send(Message::text(register.into_string()))
+        .await
+        .map_err(AttemptFailure::transport)?;
     let reply = next_text(&mut ws).await?;
-    let (gateway, _registered) =
-        handshake.on_reply(&ReceivedEnvelope::decode(reply.as_bytes())?)?;
+    let reply = ReceivedEnvelope::decode(reply.as_bytes()).map_err(AttemptFailure::transport)?;
+    let (gateway, _registered) = handshake.on_reply(&reply)?;
     Ok((ws, gateway))
 }
 
-async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+async fn next_text(ws: &mut Ws) -> Result<String, AttemptFailure> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
-            Some(Ok(Message::Close(frame))) => anyhow::bail!("closed by the gateway: {frame:?}"),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(AttemptFailure {
+                    code: None,
+                    close_code: frame.as_ref().map(|f| u16::from(f.code)),
+                    reason: format!("closed by the gateway: {frame:?}"),
+                });
+            }
             Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(error.into()),
-            None => anyhow::bail!("connection closed"),
+            Some(Err(error)) => return Err(AttemptFailure::transport(error)),
+            None => return Err(AttemptFailure::transport("connection closed")),
         }
     }
 }

@@ -48,7 +48,7 @@ pub mod verify;
 pub use agent::{Agent, AgentBuilder, AgentError};
 pub use calls::CallError;
 pub use core::LinkSettings;
-pub use directory::{AgentInfo, Directory, DirectoryError};
+pub use directory::{AgentInfo, Directory, DirectoryError, Health};
 pub use gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
 pub use handlers::{CapabilityHandler, ExecCall, ExecError, ExecResult, Parts};
 pub use link::LinkLimits;

@@ -90,7 +90,7 @@ async fn clients_register_exchange_signaling_and_survive_a_gateway_restart() {
                 assert_eq!(gateway, restarted.did());
                 break;
             }
-            ConnectionEvent::Reconnecting { .. } => {}
+            ConnectionEvent::Reconnecting { .. } | ConnectionEvent::RegistrationFailed { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -111,4 +111,50 @@ async fn clients_register_exchange_signaling_and_survive_a_gateway_restart() {
     bob.close().await;
     assert_eq!(restarted.registered_agents(), 0, "close unregisters");
     restarted.shutdown().await;
+}
+
+/// A refused registration reaches the embedder as an event naming the gateway's code, and the
+/// gateway's `/health` counts only registered agents.
+#[tokio::test]
+async fn a_refused_registration_is_reported_with_the_gateways_code() {
+    let admitted = Identity::generate().expect("rng");
+    let gateway = Gateway::start(GatewayConfig {
+        admission: ioap_gateway::Admission::Allowlist([admitted.did()].into()),
+        ..GatewayConfig::ephemeral()
+    })
+    .await
+    .expect("gateway");
+    let (stranger, mut streams) = client(&gateway.ws_url());
+    let event = tokio::time::timeout(WAIT, streams.events.recv())
+        .await
+        .expect("in time")
+        .expect("event");
+    match event {
+        ConnectionEvent::RegistrationFailed { code, reason, .. } => {
+            assert_eq!(
+                code,
+                Some(ioap_protocol::ErrorCode::Unauthorized),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refused registration, got {other:?}"),
+    }
+    let directory = ioap_client::Directory::new(&gateway.ws_url(), None).expect("directory");
+    assert_eq!(
+        directory.health().await.expect("health").connected_agents,
+        0
+    );
+
+    let mut config = GatewayClientConfig::new(gateway.ws_url(), admitted);
+    config.reconnect_min_delay = Duration::from_millis(50);
+    let (member, _streams) = GatewayClient::start(config);
+    tokio::time::timeout(WAIT, member.registered())
+        .await
+        .expect("in time");
+    let health = directory.health().await.expect("health");
+    assert_eq!(health.connected_agents, 1);
+    assert_eq!(health.gateway_did, gateway.did());
+    stranger.close().await;
+    member.close().await;
+    gateway.shutdown().await;
 }
