@@ -3,6 +3,7 @@
 
 mod agent;
 mod id;
+mod loadtest;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,9 @@ pub enum Command {
     Call(agent::CallArgs),
     /// Send an INTENT query to an agent; prints its reply as JSON.
     Intent(agent::IntentArgs),
+    /// Load a gateway with many real agents, WebRTC links, calls and relayed signaling;
+    /// prints a report (exit status 1 when any phase had failures).
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 /// Parses the process arguments, runs the command, and turns errors into an exit status.
@@ -44,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => agent::serve(args),
         Command::Call(args) => agent::call(args),
         Command::Intent(args) => agent::intent(args),
+        Command::Loadtest(args) => loadtest::loadtest(args),
     };
     match result {
         Ok(code) => code,

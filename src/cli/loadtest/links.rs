@@ -1,0 +1,55 @@
+//! Phase 2: open WebRTC links between distinct pairs of full agents (`2k` dials `2k + 1`)
+//! through the gateway's signaling; setup time runs from the dial to the link open (the
+//! peer's first signed PING verified).
+
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use ioap_client::Peer;
+
+use super::Plan;
+use super::progress::{Display, Progress};
+use super::register::Fleet;
+use super::stats::Tally;
+
+/// Why a link was not attempted: one of its agents did not register.
+pub const NOT_REGISTERED: &str = "NOT_REGISTERED";
+
+/// Opens the plan's links; each dial has the link setup deadline (`plan.timeout`).
+pub async fn run(plan: &Plan, fleet: &Fleet, display: Display) -> (Vec<Peer>, Tally) {
+    let progress = Progress::start(display, "links", plan.links as u64);
+    let mut tally = Tally::default();
+    let mut dials = futures_util::stream::iter(fleet.full.chunks_exact(2))
+        .map(|pair| async move {
+            let (Some(caller), Some(callee)) = (&pair[0], &pair[1]) else {
+                return Err(NOT_REGISTERED.to_owned());
+            };
+            let peer = caller.peer(callee.did());
+            let started = Instant::now();
+            match peer.connect().await {
+                Ok(()) => Ok((peer, started.elapsed())),
+                Err(error) => Err(error.code.as_str().to_owned()),
+            }
+        })
+        .buffer_unordered(plan.dial_concurrency);
+    let mut peers = Vec::new();
+    while let Some(outcome) = dials.next().await {
+        match outcome {
+            Ok((peer, took)) => {
+                tally.success(took);
+                peers.push(peer);
+            }
+            Err(code) => {
+                tally.failure(code, 1);
+                progress.note(format!("{} failed", tally.failed()));
+            }
+        }
+        progress.step();
+    }
+    progress.finish(&format!(
+        "{} open, {} failed",
+        tally.succeeded(),
+        tally.failed()
+    ));
+    (peers, tally)
+}

@@ -1,0 +1,360 @@
+//! `ioap loadtest`: hundreds to thousands of real agents against a real gateway, in five
+//! phases (register, links, exec, relay, teardown), with a report for people or as JSON
+//! (README "Load testing").
+
+mod exec;
+mod limits;
+mod links;
+mod progress;
+mod register;
+mod relay;
+mod report;
+mod stats;
+mod system;
+mod target;
+mod teardown;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use ioap_client::Directory;
+
+use progress::Display;
+use report::{GatewayReport, PhaseReport, PhaseSample, ProcessReport, RelayReport, Report};
+use system::Process;
+use target::{GatewaySample, Target};
+
+/// Largest `--payload-bytes`: a call's data and its envelope fit one 64 KiB message.
+const MAX_PAYLOAD_BYTES: usize = 60_000;
+/// Largest `--relay-window`.
+const MAX_RELAY_WINDOW: usize = 128;
+/// Longest `--duration`.
+const MAX_DURATION_S: u64 = 3600;
+
+/// `ioap loadtest`.
+#[derive(Debug, Args)]
+pub struct LoadtestArgs {
+    /// The gateway's WebSocket URL (default: a gateway embedded in this process).
+    #[arg(long, value_name = "URL", conflicts_with = "embedded")]
+    pub gateway: Option<String>,
+    /// Start a gateway in this process on an ephemeral loopback port (the default).
+    #[arg(long)]
+    pub embedded: bool,
+    /// The gateway's process id, to report its RSS and CPU (with --gateway).
+    #[arg(long, value_name = "PID", requires = "gateway")]
+    pub gateway_pid: Option<u32>,
+    /// Agents to register, each with its own did:key.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub agents: usize,
+    /// WebRTC links to open, between distinct pairs (uses 2 × L of the agents).
+    #[arg(long, value_name = "L", default_value_t = 20)]
+    pub links: usize,
+    /// EXEC calls per link.
+    #[arg(long, value_name = "C", default_value_t = 10)]
+    pub calls: usize,
+    /// Calls in flight per link.
+    #[arg(long, value_name = "K", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Bytes of data each call carries (and gets back).
+    #[arg(long, value_name = "B", default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// Streaming calls: each returns its data PARTS times as partial results.
+    #[arg(long, value_name = "PARTS", num_args = 0..=1, default_missing_value = "4")]
+    pub stream: Option<u64>,
+    /// Registrations started per second (0: all at once, 512 pending at most).
+    #[arg(long, value_name = "R", default_value_t = 500)]
+    pub ramp_per_s: u32,
+    /// Seconds of the signaling-only relay phase (0 skips it).
+    #[arg(long, value_name = "S", default_value_t = 5)]
+    pub duration: u64,
+    /// Frames in flight per relay pair.
+    #[arg(long, value_name = "W", default_value_t = 8)]
+    pub relay_window: usize,
+    /// Frames per second per relay pair (0: as fast as the window allows).
+    #[arg(long, value_name = "F", default_value_t = 0)]
+    pub relay_rate: u32,
+    /// Links being dialed at once.
+    #[arg(long, value_name = "D", default_value_t = 32)]
+    pub dial_concurrency: usize,
+    /// Time limit of each registration, link setup, call and close, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub timeout: u64,
+    /// Print the report as JSON (schema ioap.loadtest.v1) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The validated settings the phases read.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    url: String,
+    agents: usize,
+    links: usize,
+    calls: usize,
+    concurrency: usize,
+    payload_bytes: usize,
+    stream_parts: Option<u64>,
+    ramp_per_s: u32,
+    duration: Duration,
+    relay_window: usize,
+    relay_rate: u32,
+    dial_concurrency: usize,
+    timeout: Duration,
+}
+
+impl LoadtestArgs {
+    fn plan(&self, url: String) -> anyhow::Result<Plan> {
+        anyhow::ensure!(self.agents > 0, "--agents must be at least 1");
+        anyhow::ensure!(
+            self.links.saturating_mul(2) <= self.agents,
+            "--links {} needs {} agents (each link joins two agents of its own); --agents is {}",
+            self.links,
+            self.links.saturating_mul(2),
+            self.agents
+        );
+        anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        anyhow::ensure!(
+            self.dial_concurrency > 0,
+            "--dial-concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            self.payload_bytes <= MAX_PAYLOAD_BYTES,
+            "--payload-bytes must be at most {MAX_PAYLOAD_BYTES}"
+        );
+        anyhow::ensure!(
+            self.stream.is_none_or(|parts| parts <= exec::MAX_PARTS),
+            "--stream takes at most {} parts",
+            exec::MAX_PARTS
+        );
+        anyhow::ensure!(
+            (1..=MAX_RELAY_WINDOW).contains(&self.relay_window),
+            "--relay-window must be 1..={MAX_RELAY_WINDOW}"
+        );
+        anyhow::ensure!(
+            self.duration <= MAX_DURATION_S,
+            "--duration must be at most {MAX_DURATION_S} s"
+        );
+        anyhow::ensure!(self.timeout > 0, "--timeout must be at least 1 ms");
+        Ok(Plan {
+            url,
+            agents: self.agents,
+            links: self.links,
+            calls: self.calls,
+            concurrency: self.concurrency,
+            payload_bytes: self.payload_bytes,
+            stream_parts: self.stream,
+            ramp_per_s: self.ramp_per_s,
+            duration: Duration::from_secs(self.duration),
+            relay_window: self.relay_window,
+            relay_rate: self.relay_rate,
+            dial_concurrency: self.dial_concurrency,
+            timeout: Duration::from_millis(self.timeout),
+        })
+    }
+}
+
+/// Runs the load test; exit status 1 when any phase had a failure.
+pub fn loadtest(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+    let embedded = args.gateway.is_none();
+    args.plan(String::new())?;
+    limits::ensure(args.agents, args.links, embedded)?;
+    let target = match &args.gateway {
+        Some(url) => Target::remote(url.clone(), args.gateway_pid)?,
+        None => Target::embedded(args.agents)?,
+    };
+    let plan = args.plan(target.url())?;
+    let display = if args.quiet {
+        Display::Quiet
+    } else {
+        Display::detect()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("ioap-load")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(run(&plan, &target, display));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    target.shutdown();
+    let report = report?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.out {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The five phases, with readings between them.
+async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<Report> {
+    let t0 = Instant::now();
+    let directory = Directory::new(&plan.url, None)?;
+    let baseline = directory
+        .health()
+        .await
+        .ok()
+        .map(|h| h.connected_agents as u64);
+    let mut readings = Readings::new(target, t0);
+    let rss_start = Process::This.rss_kib();
+
+    let (mut fleet, registration) = register::run(plan, display).await;
+    readings.take("register");
+    let rss_registered = Process::This.rss_kib();
+    let registered = registration.tally.succeeded();
+    let registration = PhaseReport::new(
+        plan.agents as u64,
+        &registration.tally,
+        registration.time_to_all.as_secs_f64(),
+    );
+
+    let (peers, links) = if plan.links > 0 {
+        let started = Instant::now();
+        let (peers, tally) = links::run(plan, &fleet, display).await;
+        readings.take("links");
+        let seconds = started.elapsed().as_secs_f64();
+        (
+            peers,
+            Some(PhaseReport::new(plan.links as u64, &tally, seconds)),
+        )
+    } else {
+        (Vec::new(), None)
+    };
+    let rss_linked = Process::This.rss_kib();
+
+    let exec = if !peers.is_empty() && plan.calls > 0 {
+        let outcome = exec::run(plan, &peers, display).await;
+        readings.take("exec");
+        let requested = (peers.len() * plan.calls) as u64;
+        Some(PhaseReport::new(
+            requested,
+            &outcome.tally,
+            outcome.elapsed.as_secs_f64(),
+        ))
+    } else {
+        None
+    };
+    drop(peers);
+
+    let relay_agents = fleet.signaling.iter().flatten().count();
+    let relay = if !plan.duration.is_zero() && relay_agents >= 2 {
+        let outcome = relay::run(plan, &mut fleet, display).await;
+        readings.take("relay");
+        let seconds = outcome.elapsed.as_secs_f64();
+        Some(RelayReport {
+            pairs: outcome.pairs,
+            sent: outcome.sent,
+            delivered: outcome.tally.succeeded(),
+            failed: outcome.tally.failures().clone(),
+            seconds,
+            per_s: report::rate(outcome.tally.succeeded(), seconds),
+            latency: outcome.tally.percentiles(),
+        })
+    } else {
+        None
+    };
+
+    let teardown = teardown::run(plan, fleet, &directory, baseline, display).await;
+    readings.take("teardown");
+
+    let opened = links.as_ref().map_or(0, |l| l.succeeded);
+    let mut report = Report {
+        schema: report::SCHEMA,
+        passed: false,
+        config: plan.describe(target.is_embedded()),
+        registration,
+        links,
+        exec,
+        relay,
+        teardown,
+        errors: Default::default(),
+        gateway: GatewayReport {
+            pid: target.pid(),
+            rss_per_agent_kib: readings.gateway_rss_per_agent(registered),
+            samples: readings.samples,
+        },
+        process: ProcessReport {
+            rss_start_kib: rss_start,
+            rss_loaded_kib: rss_linked,
+            rss_per_agent_kib: report::growth_per(rss_start, rss_registered, registered),
+            rss_per_link_kib: report::growth_per(rss_registered, rss_linked, opened),
+            includes_gateway: target.is_embedded(),
+        },
+    };
+    report.conclude();
+    Ok(report)
+}
+
+impl Plan {
+    fn describe(&self, embedded: bool) -> report::RunConfig {
+        report::RunConfig {
+            gateway_url: self.url.clone(),
+            embedded,
+            agents: self.agents,
+            links: self.links,
+            calls: self.calls,
+            concurrency: self.concurrency,
+            payload_bytes: self.payload_bytes,
+            stream_parts: self.stream_parts,
+            ramp_per_s: self.ramp_per_s,
+            duration_s: self.duration.as_secs(),
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The gateway's readings: one at the start, one after each phase.
+struct Readings<'a> {
+    target: &'a Target,
+    t0: Instant,
+    start: GatewaySample,
+    samples: Vec<PhaseSample>,
+}
+
+impl<'a> Readings<'a> {
+    fn new(target: &'a Target, t0: Instant) -> Self {
+        let start = target.sample(t0);
+        Readings {
+            target,
+            t0,
+            start,
+            samples: vec![PhaseSample {
+                phase: "start",
+                sample: start,
+                cpu_percent: None,
+            }],
+        }
+    }
+
+    fn take(&mut self, phase: &'static str) {
+        let sample = self.target.sample(self.t0);
+        let previous = self.samples.last().map_or(self.start, |s| s.sample);
+        self.samples.push(PhaseSample {
+            phase,
+            sample,
+            cpu_percent: target::cpu_percent(&previous, &sample),
+        });
+    }
+
+    fn gateway_rss_per_agent(&self, registered: u64) -> Option<f64> {
+        let after = self.samples.iter().find(|s| s.phase == "register")?;
+        report::growth_per(self.start.rss_kib, after.sample.rss_kib, registered)
+    }
+}

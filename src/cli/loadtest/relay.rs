@@ -1,0 +1,284 @@
+//! Phase 4, signaling only: signaling agent `2k` sends OFFERs with a realistic SDP (about
+//! 1.9 KB on the wire) to `2k + 1` through the gateway for the duration, at most `window` in
+//! flight per pair (and at most `rate` per second per pair when set). Latency runs from the
+//! send to the receiving client's verified delivery; the gateway's ERRORs are counted by code;
+//! frames neither delivered nor refused by the end of the drain are `LOST`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ioap_protocol::payload::SessionDescription;
+use ioap_protocol::{Body, Did, Envelope, MessageId};
+use tokio::time::Interval;
+
+use super::Plan;
+use super::progress::{Display, Progress};
+use super::register::{Fleet, SignalingAgent};
+use super::stats::{SharedTally, Tally};
+
+/// Frames neither delivered nor refused when the phase ended.
+pub const LOST: &str = "LOST";
+/// The gateway connection was gone when a frame was to be sent.
+pub const SEND_FAILED: &str = "SEND_FAILED";
+/// The SDP attribute that carries the frame's sequence number.
+const SEQUENCE_ATTRIBUTE: &str = "a=x-ioap-loadtest-seq:";
+
+/// What the phase measured.
+#[derive(Debug)]
+pub struct RelayOutcome {
+    /// Sender → receiver pairs that ran.
+    pub pairs: usize,
+    /// Frames sent.
+    pub sent: u64,
+    /// Delivery latency, and failures by code (including `LOST`).
+    pub tally: Tally,
+    /// How long frames were sent for.
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PairPlan {
+    window: usize,
+    interval: Option<Duration>,
+    stop_sending: Instant,
+    give_up: Instant,
+}
+
+/// Runs the relay phase over the fleet's signaling agents (who are handed back afterwards).
+pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutcome {
+    let started = Instant::now();
+    let pair_plan = PairPlan {
+        window: plan.relay_window,
+        interval: (plan.relay_rate > 0)
+            .then(|| Duration::from_secs_f64(1.0 / f64::from(plan.relay_rate))),
+        stop_sending: started + plan.duration,
+        give_up: started + plan.duration + plan.timeout,
+    };
+    let tally = SharedTally::default();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (index, pair) in fleet.signaling.chunks_exact_mut(2).enumerate() {
+        if pair.iter().all(Option::is_some)
+            && let [Some(from), Some(to)] = [pair[0].take(), pair[1].take()]
+        {
+            let (tally, sent) = (tally.clone(), Arc::clone(&sent));
+            let task = tokio::spawn(run_pair(from, to, pair_plan, tally, sent));
+            tasks.push((index, task));
+        }
+    }
+    let pairs = tasks.len();
+    let seconds = plan.duration.as_secs();
+    let progress = Progress::start(display, "relay", seconds);
+    for second in 1..=seconds {
+        tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+        progress.step();
+        let delivered = tally.snapshot().succeeded();
+        progress.note(format!("{delivered} delivered"));
+    }
+    for (index, task) in tasks {
+        if let Ok((from, to)) = task.await {
+            fleet.signaling[2 * index] = Some(from);
+            fleet.signaling[2 * index + 1] = Some(to);
+        }
+    }
+    let tally = tally.snapshot();
+    let sent = sent.load(Ordering::Relaxed);
+    progress.finish(&format!(
+        "{pairs} pairs, {sent} sent, {} delivered, {} failed",
+        tally.succeeded(),
+        tally.failed()
+    ));
+    RelayOutcome {
+        pairs,
+        sent,
+        tally,
+        elapsed: plan.duration,
+    }
+}
+
+/// Frames of one pair in flight: by sequence number, and by message id (for the gateway's
+/// ERRORs, which name the id).
+#[derive(Debug, Default)]
+struct InFlight {
+    by_sequence: HashMap<u64, (Instant, MessageId)>,
+    by_id: HashMap<MessageId, u64>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.by_sequence.len()
+    }
+
+    fn sent(&mut self, sequence: u64, id: MessageId, at: Instant) {
+        self.by_sequence.insert(sequence, (at, id));
+        self.by_id.insert(id, sequence);
+    }
+
+    /// Sent when, if `sequence` was in flight.
+    fn delivered(&mut self, sequence: u64) -> Option<Instant> {
+        let (at, id) = self.by_sequence.remove(&sequence)?;
+        self.by_id.remove(&id);
+        Some(at)
+    }
+
+    /// Whether `id` was in flight.
+    fn refused(&mut self, id: MessageId) -> bool {
+        let Some(sequence) = self.by_id.remove(&id) else {
+            return false;
+        };
+        self.by_sequence.remove(&sequence);
+        true
+    }
+}
+
+async fn run_pair(
+    from: SignalingAgent,
+    mut to: SignalingAgent,
+    plan: PairPlan,
+    tally: SharedTally,
+    sent: Arc<AtomicU64>,
+) -> (SignalingAgent, SignalingAgent) {
+    let SignalingAgent {
+        client,
+        inbound: mut refusals,
+    } = from;
+    let receiver = to.client.did();
+    let mut in_flight = InFlight::default();
+    let mut next_sequence = 0;
+    let mut ticker = plan.interval.map(tokio::time::interval);
+    let mut sending = true;
+    let stop_sending = tokio::time::sleep_until(plan.stop_sending.into());
+    let give_up = tokio::time::sleep_until(plan.give_up.into());
+    tokio::pin!(stop_sending, give_up);
+    loop {
+        while sending && ticker.is_none() && in_flight.len() < plan.window {
+            sending = send(
+                &client,
+                receiver,
+                &mut next_sequence,
+                &mut in_flight,
+                &tally,
+            );
+            sent.fetch_add(u64::from(sending), Ordering::Relaxed);
+        }
+        if !sending && in_flight.len() == 0 {
+            break;
+        }
+        let room = sending && in_flight.len() < plan.window;
+        tokio::select! {
+            Some(envelope) = to.inbound.recv() => {
+                let delivered = sequence_of(&envelope).and_then(|s| in_flight.delivered(s));
+                if let Some(at) = delivered {
+                    tally.update(|t| t.success(at.elapsed()));
+                }
+            }
+            Some(envelope) = refusals.recv() => {
+                if let (Body::Error(error), Some(id)) = (&envelope.body, envelope.correlation_id)
+                    && in_flight.refused(id)
+                {
+                    tally.update(|t| t.failure(error.code.as_str(), 1));
+                }
+            }
+            () = tick(&mut ticker), if room => {
+                sending = send(&client, receiver, &mut next_sequence, &mut in_flight, &tally);
+                sent.fetch_add(u64::from(sending), Ordering::Relaxed);
+            }
+            () = &mut stop_sending, if sending => sending = false,
+            () = &mut give_up => break,
+        }
+    }
+    let lost = in_flight.len() as u64;
+    tally.update(|t| t.failure(LOST, lost));
+    let from = SignalingAgent {
+        client,
+        inbound: refusals,
+    };
+    (from, to)
+}
+
+/// Sends the next frame; `false` when the connection cannot take it (sending stops).
+fn send(
+    client: &ioap_client::GatewayClient,
+    to: Did,
+    next_sequence: &mut u64,
+    in_flight: &mut InFlight,
+    tally: &SharedTally,
+) -> bool {
+    let sequence = *next_sequence;
+    *next_sequence += 1;
+    let sdp = format!(
+        "{}{SEQUENCE_ATTRIBUTE}{sequence}\r\n",
+        ioap_protocol::samples::example_sdp()
+    );
+    let at = Instant::now();
+    match client.try_send(to, Body::Offer(SessionDescription { sdp }), None) {
+        Ok(id) => {
+            in_flight.sent(sequence, id, at);
+            true
+        }
+        Err(_) => {
+            tally.update(|t| t.failure(SEND_FAILED, 1));
+            false
+        }
+    }
+}
+
+async fn tick(ticker: &mut Option<Interval>) {
+    match ticker {
+        Some(ticker) => {
+            ticker.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The sequence number a relayed OFFER carries.
+fn sequence_of(envelope: &Envelope) -> Option<u64> {
+    let Body::Offer(offer) = &envelope.body else {
+        return None;
+    };
+    let start = offer.sdp.rfind(SEQUENCE_ATTRIBUTE)? + SEQUENCE_ATTRIBUTE.len();
+    offer.sdp[start..].trim_end().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ioap_protocol::{Identity, Timestamp};
+
+    #[test]
+    fn the_sequence_number_rides_in_the_sdp() {
+        let identity = Identity::from_seed(&[7; 32]);
+        let sdp = format!("v=0\r\n{SEQUENCE_ATTRIBUTE}41\r\n");
+        let envelope = Envelope::new(
+            identity.did(),
+            None,
+            Body::Offer(SessionDescription { sdp }),
+            Timestamp::from_system_time(std::time::SystemTime::now()),
+        );
+        assert_eq!(sequence_of(&envelope), Some(41));
+        let other = Envelope::new(
+            identity.did(),
+            None,
+            Body::Offer(SessionDescription { sdp: "v=0".into() }),
+            envelope.timestamp,
+        );
+        assert_eq!(sequence_of(&other), None);
+    }
+
+    #[test]
+    fn in_flight_frames_leave_once_by_either_door() {
+        let mut in_flight = InFlight::default();
+        let (a, b) = (MessageId::random(), MessageId::random());
+        let now = Instant::now();
+        in_flight.sent(0, a, now);
+        in_flight.sent(1, b, now);
+        assert_eq!(in_flight.delivered(0), Some(now));
+        assert!(!in_flight.refused(a), "already delivered");
+        assert!(in_flight.refused(b));
+        assert_eq!(in_flight.delivered(1), None, "already refused");
+        assert_eq!(in_flight.len(), 0);
+    }
+}

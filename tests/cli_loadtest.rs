@@ -1,0 +1,273 @@
+//! `ioap loadtest` as an operator runs it: the real binary, a real gateway (embedded, or one
+//! in this test process), real WebRTC links on loopback. The small run is the CI gate the
+//! issue asks for; the others check that failures are counted by code and fail the exit
+//! status.
+
+use std::time::Duration;
+
+use ioap_gateway::{Gateway, GatewayConfig};
+use serde_json::Value;
+use tokio::process::Command;
+
+/// Longest a run may take here (the small run takes a few seconds).
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Run {
+    code: i32,
+    report: Value,
+    stderr: String,
+}
+
+async fn loadtest(args: &[&str]) -> Run {
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_ioap"))
+            .arg("loadtest")
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("run ioap loadtest");
+    let stderr = String::from_utf8(output.stderr).expect("utf8");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        report,
+        stderr,
+    }
+}
+
+fn count(value: &Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a count: {value}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_agents_twenty_links_ten_calls_each_all_succeed() {
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    let out_path = out.path().to_str().expect("utf8 path");
+    let run = loadtest(&[
+        "--agents",
+        "50",
+        "--links",
+        "20",
+        "--calls",
+        "10",
+        "--concurrency",
+        "4",
+        "--payload-bytes",
+        "256",
+        "--duration",
+        "2",
+        "--json",
+        "--out",
+        out_path,
+    ])
+    .await;
+    let r = &run.report;
+    assert_eq!(run.code, 0, "report: {r:#}\nstderr: {}", run.stderr);
+    assert_eq!(r["schema"], "ioap.loadtest.v1");
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["config"]["embedded"], true);
+    assert_eq!(count(&r["registration"]["succeeded"]), 50);
+    assert_eq!(count(&r["links"]["succeeded"]), 20);
+    assert_eq!(count(&r["exec"]["succeeded"]), 200);
+    assert_eq!(count(&r["exec"]["latency"]["count"]), 200);
+    assert!(r["exec"]["per_s"].as_f64().is_some_and(|rate| rate > 0.0));
+    let relay = &r["relay"];
+    assert_eq!(
+        count(&relay["pairs"]),
+        5,
+        "the 10 agents outside links pair up"
+    );
+    assert!(count(&relay["delivered"]) > 0);
+    assert_eq!(relay["delivered"], relay["sent"], "nothing lost: {relay:#}");
+    assert_eq!(count(&r["teardown"]["closed"]), 50);
+    assert_eq!(count(&r["teardown"]["agents_left"]), 0);
+    assert!(r["errors"].as_object().is_some_and(|e| e.is_empty()));
+    let samples = r["gateway"]["samples"].as_array().expect("samples");
+    let phases: Vec<&str> = samples.iter().filter_map(|s| s["phase"].as_str()).collect();
+    assert_eq!(
+        phases,
+        ["start", "register", "links", "exec", "relay", "teardown"]
+    );
+    assert!(
+        samples[1]["cpu_s"].as_f64().is_some(),
+        "embedded gateway CPU is measured"
+    );
+    assert!(r["process"]["rss_per_link_kib"].as_f64().is_some());
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path()).expect("--out written"))
+            .expect("--out holds JSON");
+    assert_eq!(&written, r, "--out holds the same report");
+    assert!(
+        run.stderr.contains("loadtest: links: 20 open, 0 failed"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_calls_and_the_human_table() {
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_ioap"))
+            .args(["loadtest", "--agents", "4", "--links", "2", "--calls", "5"])
+            .args(["--stream", "3", "--duration", "0", "--quiet"])
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("run");
+    let table = String::from_utf8(output.stdout).expect("utf8");
+    assert!(output.status.success(), "{table}");
+    assert!(table.contains("exec") && table.contains("10/10"), "{table}");
+    assert!(
+        !table.contains("relay "),
+        "no relay phase without duration: {table}"
+    );
+    assert!(table.contains("result: PASSED"), "{table}");
+    assert!(output.stderr.is_empty(), "--quiet prints nothing on stderr");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_by_the_gateways_code_and_fail_the_run() {
+    let gateway = Gateway::start(GatewayConfig {
+        registrations_per_ip_per_min: 6,
+        rate_per_did: 0,
+        rate_per_ip: 0,
+        ..GatewayConfig::ephemeral()
+    })
+    .await
+    .expect("gateway");
+    let url = gateway.ws_url();
+    let run = loadtest(&[
+        "--gateway",
+        &url,
+        "--agents",
+        "10",
+        "--links",
+        "2",
+        "--calls",
+        "3",
+        "--ramp-per-s",
+        "0",
+        "--duration",
+        "1",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    let r = &run.report;
+    assert_eq!(run.code, 1, "{r:#}\n{}", run.stderr);
+    assert_eq!(r["passed"], false);
+    assert_eq!(count(&r["registration"]["succeeded"]), 6);
+    assert_eq!(count(&r["registration"]["failed"]["RATE_LIMITED"]), 4);
+    assert_eq!(count(&r["errors"]["RATE_LIMITED"]), 4);
+    let links = &r["links"];
+    let not_registered = links["failed"]["NOT_REGISTERED"].as_u64().unwrap_or(0);
+    assert_eq!(count(&links["succeeded"]) + not_registered, 2);
+    assert_eq!(r["gateway"]["pid"], Value::Null);
+    assert_eq!(
+        count(&r["teardown"]["agents_left"]),
+        0,
+        "the gateway kept serving"
+    );
+    assert_eq!(gateway.registered_agents(), 0);
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_frames_the_gateway_throttles_are_counted_and_fail_the_run() {
+    let gateway = Gateway::start(GatewayConfig {
+        rate_per_did: 20,
+        ..GatewayConfig::ephemeral()
+    })
+    .await
+    .expect("gateway");
+    let url = gateway.ws_url();
+    let run = loadtest(&[
+        "--gateway",
+        &url,
+        "--agents",
+        "4",
+        "--links",
+        "0",
+        "--duration",
+        "1",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    let r = &run.report;
+    assert_eq!(run.code, 1, "{r:#}\n{}", run.stderr);
+    assert_eq!(count(&r["registration"]["succeeded"]), 4);
+    assert_eq!(r["links"], Value::Null);
+    let relay = &r["relay"];
+    assert_eq!(count(&relay["pairs"]), 2);
+    assert!(count(&relay["delivered"]) > 0, "{relay:#}");
+    assert!(count(&relay["failed"]["RATE_LIMITED"]) > 0, "{relay:#}");
+    assert_eq!(
+        count(&relay["delivered"]) + count(&relay["failed"]["RATE_LIMITED"]),
+        count(&relay["sent"]),
+        "every frame is delivered or refused: {relay:#}"
+    );
+    assert_eq!(count(&r["teardown"]["agents_left"]), 0);
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gateway_fails_every_registration_and_the_run() {
+    let port = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        socket.local_addr().expect("address").port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let run = loadtest(&[
+        "--gateway",
+        &url,
+        "--agents",
+        "3",
+        "--links",
+        "1",
+        "--duration",
+        "1",
+        "--timeout",
+        "3000",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    let r = &run.report;
+    assert_eq!(run.code, 1, "{r:#}\n{}", run.stderr);
+    assert_eq!(count(&r["registration"]["failed"]["CONNECT_FAILED"]), 3);
+    assert_eq!(count(&r["links"]["failed"]["NOT_REGISTERED"]), 1);
+    assert_eq!(r["exec"], Value::Null, "no calls without links");
+    assert_eq!(
+        r["teardown"]["agents_left"],
+        Value::Null,
+        "/health did not answer"
+    );
+}
+
+#[tokio::test]
+async fn impossible_plans_are_refused_before_anything_starts() {
+    let run = loadtest(&["--agents", "10", "--links", "6"]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("--links 6 needs 12 agents"),
+        "{}",
+        run.stderr
+    );
+    let run = loadtest(&["--gateway-pid", "1"]).await;
+    assert_eq!(run.code, 2, "clap: --gateway-pid needs --gateway");
+    let run = loadtest(&["--relay-window", "0"]).await;
+    assert!(
+        run.stderr.contains("--relay-window must be"),
+        "{}",
+        run.stderr
+    );
+}
