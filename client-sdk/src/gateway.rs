@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{SinkExt, StreamExt};
 use ioap_protocol::handshake::{Advertisement, ClientHandshake, ClientHandshakeError};
+use ioap_protocol::json::MAX_ENVELOPE_BYTES;
 use ioap_protocol::payload::Unregister;
 use ioap_protocol::{
     Body, Did, Envelope, ErrorCode, Identity, MessageId, ReceivedEnvelope, ReplayGuard,
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -36,6 +38,9 @@ const EVENT_QUEUE: usize = 64;
 const UNREGISTER_GRACE: Duration = Duration::from_secs(2);
 /// Verified envelopes waiting for the agent.
 const INBOUND_QUEUE: usize = 1024;
+/// The WebSocket's read buffer (frames larger than it are still read whole). Small, because
+/// signaling frames are about 2 KB and a load test holds thousands of connections.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// How to reach and register with a gateway.
 #[derive(Debug, Clone)]
@@ -476,6 +481,17 @@ impl From<ClientHandshakeError> for AttemptFailure {
     }
 }
 
+/// Buffers sized for signaling, and no frame larger than an envelope may be (a larger one
+/// ends the connection, as the protocol would refuse it anyway).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * MAX_ENVELOPE_BYTES)
+        .max_message_size(Some(MAX_ENVELOPE_BYTES))
+        .max_frame_size(Some(MAX_ENVELOPE_BYTES))
+}
+
 /// One attempt: WebSocket, CHALLENGE, REGISTER, REGISTERED.
 async fn connect(config: &GatewayClientConfig) -> Result<(Ws, Did), AttemptFailure> {
     let mut request = config
@@ -488,10 +504,14 @@ async fn connect(config: &GatewayClientConfig) -> Result<(Ws, Did), AttemptFailu
         HeaderValue::from_static(SUBPROTOCOL),
     );
     let connector = config.tls.clone().map(Connector::Rustls);
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
-            .await
-            .map_err(AttemptFailure::transport)?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config()),
+        true,
+        connector,
+    )
+    .await
+    .map_err(AttemptFailure::transport)?;
     let challenge = next_text(&mut ws).await?;
     let challenge =
         ReceivedEnvelope::decode(challenge.as_bytes()).map_err(AttemptFailure::transport)?;

@@ -7,8 +7,8 @@ use anyhow::Context;
 const FILES_PER_AGENT: u64 = 1;
 /// Descriptors per agent on an embedded gateway: the gateway's end of the WebSocket.
 const FILES_PER_EMBEDDED_AGENT: u64 = 1;
-/// Descriptors per link, both ends (each end's peer connection holds UDP sockets).
-const FILES_PER_LINK: u64 = 4;
+/// Descriptors per link, both ends (measured: one UDP socket per peer connection).
+const FILES_PER_LINK: u64 = 2;
 /// Descriptors for everything else (runtime, listener, stdio, the directory's HTTP).
 const FILES_SPARE: u64 = 256;
 
@@ -77,9 +77,9 @@ mod tests {
 
     #[test]
     fn links_take_their_share() {
-        assert_eq!(needed(10, 5, false), 10 + 20 + 256);
-        assert_eq!(agents_within(1000, 100, false), 1000 - 256 - 400);
-        assert_eq!(agents_within(100, 100, true), 0);
+        assert_eq!(needed(10, 5, false), 10 + 10 + 256);
+        assert_eq!(agents_within(1000, 100, false), 1000 - 256 - 200);
+        assert_eq!(agents_within(300, 100, true), 0);
     }
 
     #[test]

@@ -59,12 +59,18 @@ pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutco
     let tally = SharedTally::default();
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let pair_count = (fleet.signaling.len() / 2).max(1);
     for (index, pair) in fleet.signaling.chunks_exact_mut(2).enumerate() {
         if pair.iter().all(Option::is_some)
             && let [Some(from), Some(to)] = [pair[0].take(), pair[1].take()]
         {
             let (tally, sent) = (tally.clone(), Arc::clone(&sent));
-            let task = tokio::spawn(run_pair(from, to, pair_plan, tally, sent));
+            let ticker = pair_plan.interval.map(|period| {
+                // Paced pairs start spread over one period, not all at once.
+                let offset = period.mul_f64(index as f64 / pair_count as f64);
+                tokio::time::interval_at((started + offset).into(), period)
+            });
+            let task = tokio::spawn(run_pair(from, to, pair_plan, ticker, tally, sent));
             tasks.push((index, task));
         }
     }
@@ -137,6 +143,7 @@ async fn run_pair(
     from: SignalingAgent,
     mut to: SignalingAgent,
     plan: PairPlan,
+    mut ticker: Option<Interval>,
     tally: SharedTally,
     sent: Arc<AtomicU64>,
 ) -> (SignalingAgent, SignalingAgent) {
@@ -147,7 +154,6 @@ async fn run_pair(
     let receiver = to.client.did();
     let mut in_flight = InFlight::default();
     let mut next_sequence = 0;
-    let mut ticker = plan.interval.map(tokio::time::interval);
     let mut sending = true;
     let stop_sending = tokio::time::sleep_until(plan.stop_sending.into());
     let give_up = tokio::time::sleep_until(plan.give_up.into());
