@@ -99,6 +99,12 @@ async fn fifty_agents_twenty_links_ten_calls_each_all_succeed() {
         "embedded gateway CPU is measured"
     );
     assert!(r["process"]["rss_per_link_kib"].as_f64().is_some());
+    let own = r["process"]["samples"].as_array().expect("process samples");
+    assert_eq!(own.len(), samples.len());
+    assert!(
+        own[2]["cpu_percent"].as_f64().is_some(),
+        "this process's CPU per phase"
+    );
     let written: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path()).expect("--out written"))
             .expect("--out holds JSON");

@@ -25,7 +25,7 @@ use ioap_client::Directory;
 use progress::Display;
 use report::{GatewayReport, PhaseReport, PhaseSample, ProcessReport, RelayReport, Report};
 use system::Process;
-use target::{GatewaySample, Target};
+use target::{Target, Usage};
 
 /// Largest `--payload-bytes`: a call's data and its envelope fit one 64 KiB message.
 const MAX_PAYLOAD_BYTES: usize = 60_000;
@@ -288,7 +288,7 @@ async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<R
         gateway: GatewayReport {
             pid: target.pid(),
             rss_per_agent_kib: readings.gateway_rss_per_agent(registered),
-            samples: readings.samples,
+            samples: readings.gateway,
         },
         process: ProcessReport {
             rss_start_kib: rss_start,
@@ -296,6 +296,7 @@ async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<R
             rss_per_agent_kib: report::growth_per(rss_start, rss_registered, registered),
             rss_per_link_kib: report::growth_per(rss_registered, rss_linked, opened),
             includes_gateway: target.is_embedded(),
+            samples: readings.process,
         },
     };
     report.conclude();
@@ -320,41 +321,47 @@ impl Plan {
     }
 }
 
-/// The gateway's readings: one at the start, one after each phase.
+/// Readings of the gateway and of this process: one at the start, one after each phase.
 struct Readings<'a> {
     target: &'a Target,
     t0: Instant,
-    start: GatewaySample,
-    samples: Vec<PhaseSample>,
+    gateway: Vec<PhaseSample>,
+    process: Vec<PhaseSample>,
 }
 
 impl<'a> Readings<'a> {
     fn new(target: &'a Target, t0: Instant) -> Self {
-        let start = target.sample(t0);
+        let first = |sample| {
+            vec![PhaseSample {
+                phase: "start",
+                sample,
+                cpu_percent: None,
+            }]
+        };
         Readings {
             target,
             t0,
-            start,
-            samples: vec![PhaseSample {
-                phase: "start",
-                sample: start,
-                cpu_percent: None,
-            }],
+            gateway: first(target.sample(t0)),
+            process: first(Usage::of_this_process(t0)),
         }
     }
 
     fn take(&mut self, phase: &'static str) {
-        let sample = self.target.sample(self.t0);
-        let previous = self.samples.last().map_or(self.start, |s| s.sample);
-        self.samples.push(PhaseSample {
-            phase,
-            sample,
-            cpu_percent: target::cpu_percent(&previous, &sample),
-        });
+        let gateway = self.target.sample(self.t0);
+        let process = Usage::of_this_process(self.t0);
+        for (samples, sample) in [(&mut self.gateway, gateway), (&mut self.process, process)] {
+            let previous = samples.last().map(|s| s.sample);
+            samples.push(PhaseSample {
+                phase,
+                sample,
+                cpu_percent: previous.and_then(|p| target::cpu_percent(&p, &sample)),
+            });
+        }
     }
 
     fn gateway_rss_per_agent(&self, registered: u64) -> Option<f64> {
-        let after = self.samples.iter().find(|s| s.phase == "register")?;
-        report::growth_per(self.start.rss_kib, after.sample.rss_kib, registered)
+        let start = self.gateway.first()?;
+        let after = self.gateway.iter().find(|s| s.phase == "register")?;
+        report::growth_per(start.sample.rss_kib, after.sample.rss_kib, registered)
     }
 }

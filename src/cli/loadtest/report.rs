@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::stats::{Failures, Percentiles, Tally};
-use super::target::GatewaySample;
+use super::target::Usage;
 use super::teardown::TeardownReport;
 
 /// The JSON schema's name; bumped on any incompatible change.
@@ -132,14 +132,14 @@ pub struct GatewayReport {
     pub rss_per_agent_kib: Option<f64>,
 }
 
-/// A gateway reading after a phase, with the CPU it used during that phase.
+/// A reading after a phase, with the CPU used during that phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseSample {
     /// `start`, `register`, `links`, `exec`, `relay`, `teardown`.
     pub phase: &'static str,
     /// The reading.
     #[serde(flatten)]
-    pub sample: GatewaySample,
+    pub sample: Usage,
     /// Percent of one core used since the previous reading.
     pub cpu_percent: Option<f64>,
 }
@@ -157,6 +157,9 @@ pub struct ProcessReport {
     pub rss_per_link_kib: Option<f64>,
     /// Whether the figures include an embedded gateway.
     pub includes_gateway: bool,
+    /// A reading at the start and after each phase (CPU of the agents, and of the gateway
+    /// when embedded).
+    pub samples: Vec<PhaseSample>,
 }
 
 /// `count / seconds`, 0 when no time passed.
@@ -294,6 +297,11 @@ impl Report {
         );
         let _ = writeln!(
             out,
+            "this process: CPU (of one core) {}",
+            cpu_by_phase(&p.samples)
+        );
+        let _ = writeln!(
+            out,
             "result: {}",
             if self.passed { "PASSED" } else { "FAILED" }
         );
@@ -309,19 +317,26 @@ impl Report {
         if let Some(per_agent) = g.rss_per_agent_kib {
             parts.push(format!("{per_agent:.1} KiB per agent"));
         }
-        let cpu: Vec<String> = g
-            .samples
-            .iter()
-            .filter_map(|s| s.cpu_percent.map(|p| format!("{} {p:.0}%", s.phase)))
-            .collect();
-        if !cpu.is_empty() {
-            parts.push(format!("CPU (of one core) {}", cpu.join(", ")));
+        if g.samples.iter().any(|s| s.cpu_percent.is_some()) {
+            parts.push(format!("CPU (of one core) {}", cpu_by_phase(&g.samples)));
         }
         if parts.is_empty() {
             "not measured (remote; give --gateway-pid when it runs here)".into()
         } else {
             parts.join("; ")
         }
+    }
+}
+
+fn cpu_by_phase(samples: &[PhaseSample]) -> String {
+    let cpu: Vec<String> = samples
+        .iter()
+        .filter_map(|s| s.cpu_percent.map(|p| format!("{} {p:.0}%", s.phase)))
+        .collect();
+    if cpu.is_empty() {
+        "?".into()
+    } else {
+        cpu.join(", ")
     }
 }
 

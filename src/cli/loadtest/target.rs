@@ -31,15 +31,27 @@ pub enum Target {
     },
 }
 
-/// The gateway's resource use at one moment (when it can be read).
+/// A process's (or the embedded gateway's) resource use at one moment, when it can be read.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct GatewaySample {
+pub struct Usage {
     /// When, since the load test started, in seconds.
     pub at_s: f64,
-    /// Resident memory (KiB); `None` when embedded (shared with the agents) or not local.
+    /// Resident memory (KiB); for the gateway, `None` when embedded (shared with the agents)
+    /// or not local.
     pub rss_kib: Option<u64>,
     /// CPU seconds used so far; `None` when not local.
     pub cpu_s: Option<f64>,
+}
+
+impl Usage {
+    /// This process's use now.
+    pub fn of_this_process(since: Instant) -> Self {
+        Usage {
+            at_s: since.elapsed().as_secs_f64(),
+            rss_kib: Process::This.rss_kib(),
+            cpu_s: Process::This.cpu_seconds(),
+        }
+    }
 }
 
 impl Target {
@@ -99,20 +111,20 @@ impl Target {
     }
 
     /// Reads the gateway's memory and CPU time now.
-    pub fn sample(&self, since: Instant) -> GatewaySample {
+    pub fn sample(&self, since: Instant) -> Usage {
         let at_s = since.elapsed().as_secs_f64();
         match self {
-            Target::Embedded { .. } => GatewaySample {
+            Target::Embedded { .. } => Usage {
                 at_s,
                 rss_kib: None,
                 cpu_s: Process::threads_cpu_seconds(GATEWAY_THREADS),
             },
-            Target::Remote { pid: Some(pid), .. } => GatewaySample {
+            Target::Remote { pid: Some(pid), .. } => Usage {
                 at_s,
                 rss_kib: Process::Pid(*pid).rss_kib(),
                 cpu_s: Process::Pid(*pid).cpu_seconds(),
             },
-            Target::Remote { pid: None, .. } => GatewaySample {
+            Target::Remote { pid: None, .. } => Usage {
                 at_s,
                 rss_kib: None,
                 cpu_s: None,
@@ -130,7 +142,7 @@ impl Target {
 }
 
 /// Percent of one core used between two samples.
-pub fn cpu_percent(from: &GatewaySample, to: &GatewaySample) -> Option<f64> {
+pub fn cpu_percent(from: &Usage, to: &Usage) -> Option<f64> {
     let (Some(a), Some(b)) = (from.cpu_s, to.cpu_s) else {
         return None;
     };
@@ -142,8 +154,8 @@ pub fn cpu_percent(from: &GatewaySample, to: &GatewaySample) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn sample(at_s: f64, cpu_s: Option<f64>) -> GatewaySample {
-        GatewaySample {
+    fn sample(at_s: f64, cpu_s: Option<f64>) -> Usage {
+        Usage {
             at_s,
             rss_kib: None,
             cpu_s,

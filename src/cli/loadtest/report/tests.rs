@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::cli::loadtest::target::GatewaySample;
+use crate::cli::loadtest::target::Usage;
 
 fn tally(successes: u64, failures: &[(&str, u64)]) -> Tally {
     let mut tally = Tally::default();
@@ -54,7 +54,7 @@ fn clean_report() -> Report {
             pid: None,
             samples: vec![PhaseSample {
                 phase: "register",
-                sample: GatewaySample {
+                sample: Usage {
                     at_s: 0.5,
                     rss_kib: Some(2048),
                     cpu_s: Some(0.1),
@@ -69,6 +69,7 @@ fn clean_report() -> Report {
             rss_per_agent_kib: Some(100.0),
             rss_per_link_kib: Some(400.0),
             includes_gateway: true,
+            samples: Vec::new(),
         },
     }
 }
