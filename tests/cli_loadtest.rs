@@ -195,6 +195,8 @@ async fn relayed_frames_the_gateway_throttles_are_counted_and_fail_the_run() {
     .await
     .expect("gateway");
     let url = gateway.ws_url();
+    // Paced at twice the per-DID limit: about half the frames are refused, and the gateway
+    // has no reason to close the senders (it does after 256 refusals in a row).
     let run = loadtest(&[
         "--gateway",
         &url,
@@ -203,7 +205,9 @@ async fn relayed_frames_the_gateway_throttles_are_counted_and_fail_the_run() {
         "--links",
         "0",
         "--duration",
-        "1",
+        "2",
+        "--relay-rate",
+        "40",
         "--json",
         "--quiet",
     ])
@@ -217,11 +221,73 @@ async fn relayed_frames_the_gateway_throttles_are_counted_and_fail_the_run() {
     assert!(count(&relay["delivered"]) > 0, "{relay:#}");
     assert!(count(&relay["failed"]["RATE_LIMITED"]) > 0, "{relay:#}");
     assert_eq!(
+        relay["failed"].as_object().map(|f| f.len()),
+        Some(1),
+        "{relay:#}"
+    );
+    assert_eq!(
         count(&relay["delivered"]) + count(&relay["failed"]["RATE_LIMITED"]),
         count(&relay["sent"]),
         "every frame is delivered or refused: {relay:#}"
     );
     assert_eq!(count(&r["teardown"]["agents_left"]), 0);
+    gateway.shutdown().await;
+}
+
+/// A flood: the gateway refuses with RATE_LIMITED, then closes senders that keep going (4006).
+/// Frames in flight on a closed connection are LOST; every frame is accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_sender_closed_by_the_gateway_is_counted_with_its_close_code() {
+    let gateway = Gateway::start(GatewayConfig {
+        rate_per_did: 20,
+        ..GatewayConfig::ephemeral()
+    })
+    .await
+    .expect("gateway");
+    let url = gateway.ws_url();
+    let run = loadtest(&[
+        "--gateway",
+        &url,
+        "--agents",
+        "4",
+        "--links",
+        "0",
+        "--duration",
+        "1",
+        "--timeout",
+        "2000",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    let r = &run.report;
+    assert_eq!(run.code, 1, "{r:#}\n{}", run.stderr);
+    let relay = &r["relay"];
+    assert!(count(&relay["failed"]["RATE_LIMITED"]) > 0, "{relay:#}");
+    assert!(
+        count(&relay["disconnections"]["CLOSED_4006"]) > 0,
+        "{relay:#}"
+    );
+    assert_eq!(
+        r["errors"]["CLOSED_4006"],
+        relay["disconnections"]["CLOSED_4006"]
+    );
+    let failed: u64 = relay["failed"]
+        .as_object()
+        .expect("map")
+        .values()
+        .map(count)
+        .sum();
+    assert_eq!(
+        count(&relay["delivered"]) + failed,
+        count(&relay["sent"]),
+        "every frame is delivered, refused with a code, or LOST: {relay:#}"
+    );
+    assert_eq!(
+        count(&r["teardown"]["agents_left"]),
+        0,
+        "the gateway kept serving"
+    );
     gateway.shutdown().await;
 }
 

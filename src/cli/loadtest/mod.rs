@@ -266,6 +266,7 @@ async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<R
             seconds,
             per_s: report::rate(outcome.tally.succeeded(), seconds),
             latency: outcome.tally.percentiles(),
+            disconnections: outcome.disconnections.failures().clone(),
         })
     } else {
         None

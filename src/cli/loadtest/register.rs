@@ -25,6 +25,8 @@ pub struct SignalingAgent {
     pub client: GatewayClient,
     /// What the gateway relays to it.
     pub inbound: mpsc::Receiver<Envelope>,
+    /// Its connection's events (disconnections are counted by the relay phase).
+    pub events: mpsc::Receiver<ConnectionEvent>,
 }
 
 /// The agents that registered, by position (`None`: that one failed).
@@ -146,6 +148,7 @@ async fn register(plan: &Plan, full: bool) -> Result<Registered, String> {
             Ok(()) => Ok(Registered::Signaling(Box::new(SignalingAgent {
                 client,
                 inbound,
+                events,
             }))),
             Err(code) => {
                 client.close().await;

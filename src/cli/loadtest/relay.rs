@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ioap_client::ConnectionEvent;
 use ioap_protocol::payload::SessionDescription;
 use ioap_protocol::{Body, Did, Envelope, MessageId};
 use tokio::time::Interval;
@@ -22,6 +23,8 @@ use super::stats::{SharedTally, Tally};
 pub const LOST: &str = "LOST";
 /// The gateway connection was gone when a frame was to be sent.
 pub const SEND_FAILED: &str = "SEND_FAILED";
+/// A signaling agent's gateway connection ended without a close code.
+pub const CONNECTION_LOST: &str = "CONNECTION_LOST";
 /// The SDP attribute that carries the frame's sequence number.
 const SEQUENCE_ATTRIBUTE: &str = "a=x-ioap-loadtest-seq:";
 
@@ -34,6 +37,8 @@ pub struct RelayOutcome {
     pub sent: u64,
     /// Delivery latency, and failures by code (including `LOST`).
     pub tally: Tally,
+    /// Signaling agents' gateway connections that ended during the run, by close code.
+    pub disconnections: Tally,
     /// How long frames were sent for.
     pub elapsed: Duration,
 }
@@ -56,21 +61,19 @@ pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutco
         stop_sending: started + plan.duration,
         give_up: started + plan.duration + plan.timeout,
     };
-    let tally = SharedTally::default();
-    let sent = Arc::new(AtomicU64::new(0));
+    let counters = Counters::default();
     let mut tasks = Vec::new();
     let pair_count = (fleet.signaling.len() / 2).max(1);
     for (index, pair) in fleet.signaling.chunks_exact_mut(2).enumerate() {
         if pair.iter().all(Option::is_some)
             && let [Some(from), Some(to)] = [pair[0].take(), pair[1].take()]
         {
-            let (tally, sent) = (tally.clone(), Arc::clone(&sent));
             let ticker = pair_plan.interval.map(|period| {
                 // Paced pairs start spread over one period, not all at once.
                 let offset = period.mul_f64(index as f64 / pair_count as f64);
                 tokio::time::interval_at((started + offset).into(), period)
             });
-            let task = tokio::spawn(run_pair(from, to, pair_plan, ticker, tally, sent));
+            let task = tokio::spawn(run_pair(from, to, pair_plan, ticker, counters.clone()));
             tasks.push((index, task));
         }
     }
@@ -80,7 +83,7 @@ pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutco
     for second in 1..=seconds {
         tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
         progress.step();
-        let delivered = tally.snapshot().succeeded();
+        let delivered = counters.tally.snapshot().succeeded();
         progress.note(format!("{delivered} delivered"));
     }
     for (index, task) in tasks {
@@ -89,8 +92,8 @@ pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutco
             fleet.signaling[2 * index + 1] = Some(to);
         }
     }
-    let tally = tally.snapshot();
-    let sent = sent.load(Ordering::Relaxed);
+    let tally = counters.tally.snapshot();
+    let sent = counters.sent.load(Ordering::Relaxed);
     progress.finish(&format!(
         "{pairs} pairs, {sent} sent, {} delivered, {} failed",
         tally.succeeded(),
@@ -100,6 +103,7 @@ pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutco
         pairs,
         sent,
         tally,
+        disconnections: counters.disconnections.snapshot(),
         elapsed: plan.duration,
     }
 }
@@ -139,18 +143,27 @@ impl InFlight {
     }
 }
 
+/// What every pair adds to.
+#[derive(Debug, Clone, Default)]
+struct Counters {
+    tally: SharedTally,
+    disconnections: SharedTally,
+    sent: Arc<AtomicU64>,
+}
+
 async fn run_pair(
-    from: SignalingAgent,
+    mut from: SignalingAgent,
     mut to: SignalingAgent,
     plan: PairPlan,
     mut ticker: Option<Interval>,
-    tally: SharedTally,
-    sent: Arc<AtomicU64>,
+    counters: Counters,
 ) -> (SignalingAgent, SignalingAgent) {
-    let SignalingAgent {
-        client,
-        inbound: mut refusals,
-    } = from;
+    let Counters {
+        tally,
+        disconnections,
+        sent,
+    } = counters;
+    let client = &from.client;
     let receiver = to.client.did();
     let mut in_flight = InFlight::default();
     let mut next_sequence = 0;
@@ -160,13 +173,7 @@ async fn run_pair(
     tokio::pin!(stop_sending, give_up);
     loop {
         while sending && ticker.is_none() && in_flight.len() < plan.window {
-            sending = send(
-                &client,
-                receiver,
-                &mut next_sequence,
-                &mut in_flight,
-                &tally,
-            );
+            sending = send(client, receiver, &mut next_sequence, &mut in_flight, &tally);
             sent.fetch_add(u64::from(sending), Ordering::Relaxed);
         }
         if !sending && in_flight.len() == 0 {
@@ -180,7 +187,7 @@ async fn run_pair(
                     tally.update(|t| t.success(at.elapsed()));
                 }
             }
-            Some(envelope) = refusals.recv() => {
+            Some(envelope) = from.inbound.recv() => {
                 if let (Body::Error(error), Some(id)) = (&envelope.body, envelope.correlation_id)
                     && in_flight.refused(id)
                 {
@@ -188,20 +195,27 @@ async fn run_pair(
                 }
             }
             () = tick(&mut ticker), if room => {
-                sending = send(&client, receiver, &mut next_sequence, &mut in_flight, &tally);
+                sending = send(client, receiver, &mut next_sequence, &mut in_flight, &tally);
                 sent.fetch_add(u64::from(sending), Ordering::Relaxed);
             }
+            Some(event) = from.events.recv() => count_disconnection(&disconnections, &event),
+            Some(event) = to.events.recv() => count_disconnection(&disconnections, &event),
             () = &mut stop_sending, if sending => sending = false,
             () = &mut give_up => break,
         }
     }
     let lost = in_flight.len() as u64;
     tally.update(|t| t.failure(LOST, lost));
-    let from = SignalingAgent {
-        client,
-        inbound: refusals,
-    };
     (from, to)
+}
+
+/// A gateway connection that ended under an agent, by close code (`CLOSED_4006` when the
+/// gateway closed a sender for flooding) or `CONNECTION_LOST`.
+fn count_disconnection(disconnections: &SharedTally, event: &ConnectionEvent) {
+    if let ConnectionEvent::Disconnected { close_code, .. } = event {
+        let code = close_code.map_or_else(|| CONNECTION_LOST.to_owned(), |c| format!("CLOSED_{c}"));
+        disconnections.update(|t| t.failure(code, 1));
+    }
 }
 
 /// Sends the next frame; `false` when the connection cannot take it (sending stops).

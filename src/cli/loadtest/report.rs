@@ -119,6 +119,9 @@ pub struct RelayReport {
     pub per_s: f64,
     /// Send → verified delivery.
     pub latency: Percentiles,
+    /// Signaling agents' gateway connections that ended during the run (`CLOSED_<close
+    /// code>`, e.g. `CLOSED_4006` for a sender closed for flooding, or `CONNECTION_LOST`).
+    pub disconnections: Failures,
 }
 
 /// The gateway's memory and CPU, when it can be read.
@@ -190,7 +193,11 @@ impl Report {
             .into_iter()
             .flatten()
             .map(|phase| &phase.failed)
-            .chain(self.relay.as_ref().map(|relay| &relay.failed));
+            .chain(
+                self.relay
+                    .iter()
+                    .flat_map(|r| [&r.failed, &r.disconnections]),
+            );
         for failed in failures {
             for (code, count) in failed {
                 *errors.entry(code.clone()).or_default() += count;
@@ -200,7 +207,7 @@ impl Report {
         let relay_clean = self
             .relay
             .as_ref()
-            .is_none_or(|relay| relay.failed.is_empty() && relay.delivered > 0);
+            .is_none_or(|r| r.failed.is_empty() && r.disconnections.is_empty() && r.delivered > 0);
         let teardown_clean = self.teardown.timed_out == 0 && self.teardown.agents_left == Some(0);
         self.errors = errors;
         self.passed = phases_clean && relay_clean && teardown_clean;

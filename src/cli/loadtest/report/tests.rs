@@ -42,6 +42,7 @@ fn clean_report() -> Report {
             seconds: 1.0,
             per_s: 10.0,
             latency: tally(10, &[]).percentiles(),
+            disconnections: Failures::new(),
         }),
         teardown: TeardownReport {
             closed: 4,
@@ -119,6 +120,14 @@ fn a_relay_that_delivered_nothing_or_a_dirty_teardown_fails() {
     }
     report.conclude();
     assert!(!report.passed, "nothing delivered");
+
+    let mut report = clean_report();
+    if let Some(relay) = &mut report.relay {
+        relay.disconnections.insert("CLOSED_4006".into(), 1);
+    }
+    report.conclude();
+    assert!(!report.passed, "a sender was disconnected");
+    assert_eq!(report.errors["CLOSED_4006"], 1);
 
     let mut report = clean_report();
     report.teardown.agents_left = Some(1);
