@@ -300,6 +300,74 @@ async fn an_unreachable_gateway_fails_every_registration_and_the_run() {
     );
 }
 
+/// Ctrl-C (SIGINT) in the middle of the relay phase: the phase ends, teardown still
+/// unregisters every agent, and the report says the run was interrupted (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_still_tears_down_and_reports() {
+    use tokio::io::AsyncBufReadExt;
+    let gateway = Gateway::start(GatewayConfig::ephemeral())
+        .await
+        .expect("gateway");
+    let url = gateway.ws_url();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ioap"))
+        .args([
+            "loadtest",
+            "--gateway",
+            &url,
+            "--agents",
+            "6",
+            "--links",
+            "1",
+        ])
+        .args([
+            "--calls",
+            "3",
+            "--duration",
+            "30",
+            "--relay-rate",
+            "10",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if line.starts_with("loadtest: relay: 3/30") {
+                return;
+            }
+        }
+        panic!("stderr ended before the relay phase ran for a second");
+    })
+    .await
+    .expect("the relay phase started in time");
+    let pid = child.id().expect("running").to_string();
+    let kill = Command::new("kill").args(["-INT", &pid]).status().await;
+    assert!(kill.expect("kill").success());
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("stopped in time")
+        .expect("output");
+    let r: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert_eq!(output.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["interrupted"], true);
+    assert_eq!(r["passed"], false);
+    assert_eq!(
+        count(&r["exec"]["succeeded"]),
+        3,
+        "phases before the interruption are whole"
+    );
+    assert!(count(&r["relay"]["delivered"]) > 0, "{r:#}");
+    assert_eq!(count(&r["teardown"]["closed"]), 6);
+    assert_eq!(count(&r["teardown"]["agents_left"]), 0);
+    assert_eq!(gateway.registered_agents(), 0);
+    gateway.shutdown().await;
+}
+
 #[tokio::test]
 async fn impossible_plans_are_refused_before_anything_starts() {
     let run = loadtest(&["--agents", "10", "--links", "6"]).await;

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use ioap_client::{CallError, CapabilityHandler, ExecError, Peer, StreamItem};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
-use super::Plan;
 use super::progress::{Display, Progress};
 use super::stats::Tally;
+use super::{Plan, until_stopped};
 
 /// Returns `{"data": …}` as given.
 pub const ECHO: &str = "echo";
@@ -51,14 +52,20 @@ pub struct ExecOutcome {
     pub elapsed: Duration,
 }
 
-/// Runs `plan.calls` calls on every link, `plan.concurrency` in flight on each.
-pub async fn run(plan: &Plan, peers: &[Peer], display: Display) -> ExecOutcome {
+/// Runs `plan.calls` calls on every link, `plan.concurrency` in flight on each; calls in
+/// flight are dropped (and so cancelled) when `stop` is cancelled.
+pub async fn run(
+    plan: &Plan,
+    peers: &[Peer],
+    stop: &CancellationToken,
+    display: Display,
+) -> ExecOutcome {
     let total = (peers.len() * plan.calls) as u64;
     let progress = Progress::start(display, "exec", total);
     let data = Value::String("x".repeat(plan.payload_bytes));
     let tally = RefCell::new(Tally::default());
     let started = Instant::now();
-    futures_util::future::join_all(peers.iter().map(|peer| {
+    let calls = futures_util::future::join_all(peers.iter().map(|peer| {
         futures_util::stream::iter(0..plan.calls)
             .map(|_| call(peer, plan, &data))
             .buffer_unordered(plan.concurrency)
@@ -70,8 +77,8 @@ pub async fn run(plan: &Plan, peers: &[Peer], display: Display) -> ExecOutcome {
                 progress.step();
                 std::future::ready(())
             })
-    }))
-    .await;
+    }));
+    until_stopped(stop, calls).await;
     let elapsed = started.elapsed();
     let tally = tally.into_inner();
     progress.finish(&format!(

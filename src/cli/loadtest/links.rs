@@ -6,17 +6,24 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use ioap_client::Peer;
+use tokio_util::sync::CancellationToken;
 
-use super::Plan;
 use super::progress::{Display, Progress};
 use super::register::Fleet;
 use super::stats::Tally;
+use super::{Plan, until_stopped};
 
 /// Why a link was not attempted: one of its agents did not register.
 pub const NOT_REGISTERED: &str = "NOT_REGISTERED";
 
-/// Opens the plan's links; each dial has the link setup deadline (`plan.timeout`).
-pub async fn run(plan: &Plan, fleet: &Fleet, display: Display) -> (Vec<Peer>, Tally) {
+/// Opens the plan's links; each dial has the link setup deadline (`plan.timeout`). Stops
+/// early when `stop` is cancelled.
+pub async fn run(
+    plan: &Plan,
+    fleet: &Fleet,
+    stop: &CancellationToken,
+    display: Display,
+) -> (Vec<Peer>, Tally) {
     let progress = Progress::start(display, "links", plan.links as u64);
     let mut tally = Tally::default();
     let mut dials = futures_util::stream::iter(fleet.full.chunks_exact(2))
@@ -33,7 +40,7 @@ pub async fn run(plan: &Plan, fleet: &Fleet, display: Display) -> (Vec<Peer>, Ta
         })
         .buffer_unordered(plan.dial_concurrency);
     let mut peers = Vec::new();
-    while let Some(outcome) = dials.next().await {
+    while let Some(outcome) = until_stopped(stop, dials.next()).await.flatten() {
         match outcome {
             Ok((peer, took)) => {
                 tally.success(took);

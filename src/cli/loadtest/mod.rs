@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use ioap_client::Directory;
+use tokio_util::sync::CancellationToken;
 
 use progress::Display;
 use report::{GatewayReport, PhaseReport, PhaseSample, ProcessReport, RelayReport, Report};
@@ -182,7 +183,13 @@ pub fn loadtest(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(run(&plan, &target, display));
+    let stop = CancellationToken::new();
+    let report = runtime.block_on(async {
+        let interrupt = tokio::spawn(stop_on_termination(stop.clone()));
+        let report = run(&plan, &target, &stop, display).await;
+        interrupt.abort();
+        report
+    });
     runtime.shutdown_timeout(Duration::from_secs(5));
     target.shutdown();
     let report = report?;
@@ -203,8 +210,33 @@ pub fn loadtest(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The five phases, with readings between them.
-async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<Report> {
+/// Cancels `stop` on SIGTERM or Ctrl-C: the phase under way ends, teardown still runs, and
+/// the report says the run was interrupted.
+async fn stop_on_termination(stop: CancellationToken) {
+    ioap_gateway::termination().await;
+    eprintln!("loadtest: interrupted: ending the current phase, then tearing down");
+    stop.cancel();
+}
+
+/// `future`'s output, or `None` once `stop` is cancelled.
+pub(crate) async fn until_stopped<T>(
+    stop: &CancellationToken,
+    future: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        value = future => Some(value),
+    }
+}
+
+/// The five phases, with readings between them; after an interruption only teardown runs.
+async fn run(
+    plan: &Plan,
+    target: &Target,
+    stop: &CancellationToken,
+    display: Display,
+) -> anyhow::Result<Report> {
     let t0 = Instant::now();
     let directory = Directory::new(&plan.url, None)?;
     let baseline = directory
@@ -215,7 +247,7 @@ async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<R
     let mut readings = Readings::new(target, t0);
     let rss_start = Process::This.rss_kib();
 
-    let (mut fleet, registration) = register::run(plan, display).await;
+    let (mut fleet, registration) = register::run(plan, stop, display).await;
     readings.take("register");
     let rss_registered = Process::This.rss_kib();
     let registered = registration.tally.succeeded();
@@ -225,9 +257,10 @@ async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<R
         registration.time_to_all.as_secs_f64(),
     );
 
-    let (peers, links) = if plan.links > 0 {
+    let go_on = || !stop.is_cancelled();
+    let (peers, links) = if plan.links > 0 && go_on() {
         let started = Instant::now();
-        let (peers, tally) = links::run(plan, &fleet, display).await;
+        let (peers, tally) = links::run(plan, &fleet, stop, display).await;
         readings.take("links");
         let seconds = started.elapsed().as_secs_f64();
         (
@@ -239,8 +272,8 @@ async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<R
     };
     let rss_linked = Process::This.rss_kib();
 
-    let exec = if !peers.is_empty() && plan.calls > 0 {
-        let outcome = exec::run(plan, &peers, display).await;
+    let exec = if !peers.is_empty() && plan.calls > 0 && go_on() {
+        let outcome = exec::run(plan, &peers, stop, display).await;
         readings.take("exec");
         let requested = (peers.len() * plan.calls) as u64;
         Some(PhaseReport::new(
@@ -254,8 +287,8 @@ async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<R
     drop(peers);
 
     let relay_agents = fleet.signaling.iter().flatten().count();
-    let relay = if !plan.duration.is_zero() && relay_agents >= 2 {
-        let outcome = relay::run(plan, &mut fleet, display).await;
+    let relay = if !plan.duration.is_zero() && relay_agents >= 2 && go_on() {
+        let outcome = relay::run(plan, &mut fleet, stop, display).await;
         readings.take("relay");
         let seconds = outcome.elapsed.as_secs_f64();
         Some(RelayReport {
@@ -279,6 +312,7 @@ async fn run(plan: &Plan, target: &Target, display: Display) -> anyhow::Result<R
     let mut report = Report {
         schema: report::SCHEMA,
         passed: false,
+        interrupted: stop.is_cancelled(),
         config: plan.describe(target.is_embedded()),
         registration,
         links,

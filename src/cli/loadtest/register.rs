@@ -9,11 +9,12 @@ use ioap_client::gateway::GatewayStreams;
 use ioap_client::{Agent, ConnectionEvent, GatewayClient, GatewayClientConfig, LinkSettings};
 use ioap_protocol::{Envelope, ErrorCode, Identity};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::Plan;
 use super::exec;
 use super::progress::{Display, Progress};
 use super::stats::Tally;
+use super::{Plan, until_stopped};
 
 /// Registrations started and not yet finished, at most.
 const MAX_PENDING: usize = 512;
@@ -52,8 +53,9 @@ enum Registered {
     Signaling(Box<SignalingAgent>),
 }
 
-/// Registers the plan's agents; each has `plan.timeout` to register.
-pub async fn run(plan: &Plan, display: Display) -> (Fleet, Registration) {
+/// Registers the plan's agents; each has `plan.timeout` to register. Stops early (dropping
+/// registrations in progress) when `stop` is cancelled.
+pub async fn run(plan: &Plan, stop: &CancellationToken, display: Display) -> (Fleet, Registration) {
     let progress = Progress::start(display, "register", plan.agents as u64);
     let full_agents = plan.links * 2;
     let started = Instant::now();
@@ -71,7 +73,8 @@ pub async fn run(plan: &Plan, display: Display) -> (Fleet, Registration) {
     };
     let mut tally = Tally::default();
     let mut time_to_all = Duration::ZERO;
-    while let Some((index, outcome, elapsed)) = outcomes.next().await {
+    while let Some((index, outcome, elapsed)) = until_stopped(stop, outcomes.next()).await.flatten()
+    {
         match outcome {
             Ok(agent) => {
                 match agent {

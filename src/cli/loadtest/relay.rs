@@ -13,11 +13,13 @@ use ioap_client::ConnectionEvent;
 use ioap_protocol::payload::SessionDescription;
 use ioap_protocol::{Body, Did, Envelope, MessageId};
 use tokio::time::Interval;
+use tokio_util::sync::CancellationToken;
 
-use super::Plan;
 use super::progress::{Display, Progress};
 use super::register::{Fleet, SignalingAgent};
+use super::report::INTERRUPTED;
 use super::stats::{SharedTally, Tally};
+use super::{Plan, until_stopped};
 
 /// Frames neither delivered nor refused when the phase ended.
 pub const LOST: &str = "LOST";
@@ -52,7 +54,13 @@ struct PairPlan {
 }
 
 /// Runs the relay phase over the fleet's signaling agents (who are handed back afterwards).
-pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutcome {
+/// When `stop` is cancelled, sending stops and frames in flight count as `INTERRUPTED`.
+pub async fn run(
+    plan: &Plan,
+    fleet: &mut Fleet,
+    stop: &CancellationToken,
+    display: Display,
+) -> RelayOutcome {
     let started = Instant::now();
     let pair_plan = PairPlan {
         window: plan.relay_window,
@@ -61,7 +69,10 @@ pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutco
         stop_sending: started + plan.duration,
         give_up: started + plan.duration + plan.timeout,
     };
-    let counters = Counters::default();
+    let counters = Counters {
+        stop: stop.clone(),
+        ..Counters::default()
+    };
     let mut tasks = Vec::new();
     let pair_count = (fleet.signaling.len() / 2).max(1);
     for (index, pair) in fleet.signaling.chunks_exact_mut(2).enumerate() {
@@ -81,7 +92,10 @@ pub async fn run(plan: &Plan, fleet: &mut Fleet, display: Display) -> RelayOutco
     let seconds = plan.duration.as_secs();
     let progress = Progress::start(display, "relay", seconds);
     for second in 1..=seconds {
-        tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+        let next = tokio::time::sleep_until((started + Duration::from_secs(second)).into());
+        if until_stopped(stop, next).await.is_none() {
+            break;
+        }
         progress.step();
         let delivered = counters.tally.snapshot().succeeded();
         progress.note(format!("{delivered} delivered"));
@@ -143,12 +157,13 @@ impl InFlight {
     }
 }
 
-/// What every pair adds to.
+/// What every pair adds to, and the run's stop signal.
 #[derive(Debug, Clone, Default)]
 struct Counters {
     tally: SharedTally,
     disconnections: SharedTally,
     sent: Arc<AtomicU64>,
+    stop: CancellationToken,
 }
 
 async fn run_pair(
@@ -162,7 +177,9 @@ async fn run_pair(
         tally,
         disconnections,
         sent,
+        stop,
     } = counters;
+    let mut unfinished = LOST;
     let client = &from.client;
     let receiver = to.client.did();
     let mut in_flight = InFlight::default();
@@ -202,10 +219,14 @@ async fn run_pair(
             Some(event) = to.events.recv() => count_disconnection(&disconnections, &event),
             () = &mut stop_sending, if sending => sending = false,
             () = &mut give_up => break,
+            () = stop.cancelled() => {
+                unfinished = INTERRUPTED;
+                break;
+            }
         }
     }
-    let lost = in_flight.len() as u64;
-    tally.update(|t| t.failure(LOST, lost));
+    let unanswered = in_flight.len() as u64;
+    tally.update(|t| t.failure(unfinished, unanswered));
     (from, to)
 }
 

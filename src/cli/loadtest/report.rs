@@ -9,6 +9,9 @@ use super::stats::{Failures, Percentiles, Tally};
 use super::target::Usage;
 use super::teardown::TeardownReport;
 
+/// Operations not attempted because the run was interrupted.
+pub const INTERRUPTED: &str = "INTERRUPTED";
+
 /// The JSON schema's name; bumped on any incompatible change.
 pub const SCHEMA: &str = "ioap.loadtest.v1";
 
@@ -17,8 +20,10 @@ pub const SCHEMA: &str = "ioap.loadtest.v1";
 pub struct Report {
     /// Always [`SCHEMA`].
     pub schema: &'static str,
-    /// No phase had a failure.
+    /// No phase had a failure, and the run was not interrupted.
     pub passed: bool,
+    /// Stopped early by SIGTERM or Ctrl-C (operations not attempted count as `INTERRUPTED`).
+    pub interrupted: bool,
     /// What was asked for.
     pub config: RunConfig,
     /// Phase 1.
@@ -183,6 +188,20 @@ pub fn growth_per(before: Option<u64>, after: Option<u64>, count: u64) -> Option
 impl Report {
     /// Whether every phase ran clean; fills in [`Report::passed`] and [`Report::errors`].
     pub fn conclude(&mut self) {
+        if self.interrupted {
+            let phases = [
+                Some(&mut self.registration),
+                self.links.as_mut(),
+                self.exec.as_mut(),
+            ];
+            for phase in phases.into_iter().flatten() {
+                let done = phase.succeeded + phase.failed.values().sum::<u64>();
+                let missing = phase.requested.saturating_sub(done);
+                if missing > 0 {
+                    *phase.failed.entry(INTERRUPTED.to_owned()).or_default() += missing;
+                }
+            }
+        }
         let mut errors = Failures::new();
         let phases = [
             Some(&self.registration),
@@ -210,7 +229,7 @@ impl Report {
             .is_none_or(|r| r.failed.is_empty() && r.disconnections.is_empty() && r.delivered > 0);
         let teardown_clean = self.teardown.timed_out == 0 && self.teardown.agents_left == Some(0);
         self.errors = errors;
-        self.passed = phases_clean && relay_clean && teardown_clean;
+        self.passed = phases_clean && relay_clean && teardown_clean && !self.interrupted;
     }
 
     /// The table for people.
@@ -307,11 +326,12 @@ impl Report {
             "this process: CPU (of one core) {}",
             cpu_by_phase(&p.samples)
         );
-        let _ = writeln!(
-            out,
-            "result: {}",
-            if self.passed { "PASSED" } else { "FAILED" }
-        );
+        let verdict = match (self.passed, self.interrupted) {
+            (true, _) => "PASSED",
+            (false, true) => "FAILED (interrupted)",
+            (false, false) => "FAILED",
+        };
+        let _ = writeln!(out, "result: {verdict}");
         out
     }
 

@@ -18,6 +18,7 @@ fn clean_report() -> Report {
     Report {
         schema: SCHEMA,
         passed: false,
+        interrupted: false,
         config: RunConfig {
             gateway_url: "ws://127.0.0.1:1/ws".into(),
             embedded: true,
@@ -165,6 +166,7 @@ fn skipped_phases_are_null_and_the_schema_keys_are_stable() {
             "errors",
             "exec",
             "gateway",
+            "interrupted",
             "links",
             "passed",
             "process",
@@ -202,4 +204,17 @@ fn growth_and_rates_guard_against_zero() {
     assert_eq!(growth_per(Some(1), Some(2), 0), None);
     assert_eq!(rate(10, 0.0), 0.0);
     assert_eq!(rate(10, 2.0), 5.0);
+}
+
+#[test]
+fn an_interrupted_run_fails_and_counts_what_it_did_not_attempt() {
+    let mut report = clean_report();
+    report.interrupted = true;
+    report.registration = PhaseReport::new(10, &tally(6, &[("TIMEOUT", 1)]), 0.5);
+    report.links = None;
+    report.conclude();
+    assert!(!report.passed);
+    assert_eq!(report.registration.failed[INTERRUPTED], 3);
+    assert_eq!(report.errors[INTERRUPTED], 3);
+    assert!(report.render().contains("FAILED (interrupted)"));
 }
