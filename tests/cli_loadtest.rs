@@ -368,6 +368,28 @@ async fn an_interrupted_run_still_tears_down_and_reports() {
     gateway.shutdown().await;
 }
 
+/// Under a hard open-file limit too low for the run, the tool stops before starting and says
+/// how many agents fit.
+#[tokio::test]
+async fn a_low_open_file_limit_is_explained_before_anything_starts() {
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 300 && exec \"$0\" loadtest --agents 1000 --links 0 --duration 0")
+            .arg(env!("CARGO_BIN_EXE_ioap"))
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("run");
+    let stderr = String::from_utf8(output.stderr).expect("utf8");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the open-file limit is 300"), "{stderr}");
+    assert!(stderr.contains("at most 22 agents fit"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no report: nothing ran");
+}
+
 #[tokio::test]
 async fn impossible_plans_are_refused_before_anything_starts() {
     let run = loadtest(&["--agents", "10", "--links", "6"]).await;
