@@ -194,14 +194,14 @@ pub fn loadtest(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     target.shutdown();
     let report = report?;
     let json = serde_json::to_string_pretty(&report)?;
-    if let Some(path) = &args.out {
-        std::fs::write(path, format!("{json}\n"))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
     if args.json {
         println!("{json}");
     } else {
         print!("{}", report.render());
+    }
+    if let Some(path) = &args.out {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     Ok(if report.passed {
         ExitCode::SUCCESS
@@ -287,6 +287,12 @@ async fn run(
     drop(peers);
 
     let relay_agents = fleet.signaling.iter().flatten().count();
+    if !plan.duration.is_zero() && relay_agents < 2 && display != Display::Quiet {
+        eprintln!(
+            "loadtest: relay: skipped: it pairs the agents outside links, and only {relay_agents} \
+             of those registered (--agents must exceed 2 × --links + 1)"
+        );
+    }
     let relay = if !plan.duration.is_zero() && relay_agents >= 2 && go_on() {
         let outcome = relay::run(plan, &mut fleet, stop, display).await;
         readings.take("relay");
