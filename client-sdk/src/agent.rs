@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ioap_protocol::handshake::Advertisement;
@@ -161,6 +162,7 @@ impl AgentBuilder {
             settings: self.links,
             links: LinkTable::default(),
             refusals: Refusals::default(),
+            heartbeats_sent: AtomicU64::new(0),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -275,6 +277,12 @@ impl Agent {
     /// on links (bad signature, wrong sender, replay, malformed). Never delivered.
     pub fn refused_messages(&self) -> u64 {
         self.core.gateway.rejected() + self.core.refusals.link_messages()
+    }
+
+    /// Heartbeat PINGs sent so far. A link PINGs only while idle: traffic of ours (calls,
+    /// replies, PONGs) since the previous heartbeat tick stands in for it.
+    pub fn heartbeats_sent(&self) -> u64 {
+        self.core.heartbeats_sent.load(Ordering::Relaxed)
     }
 
     /// Closes every link (calls in flight fail with SHUTTING_DOWN), unregisters, and returns

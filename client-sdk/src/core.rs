@@ -19,7 +19,8 @@ use crate::table::LinkTable;
 pub struct LinkSettings {
     /// OFFER sent (or received) → channel open and the peer's first PING verified.
     pub setup_timeout: Duration,
-    /// A PING is sent on every open link this often.
+    /// Each open link is checked this often; a PING goes out when we sent nothing else on it
+    /// since the previous check (the link is idle).
     pub heartbeat_interval: Duration,
     /// A link with no message from the peer for this long is lost.
     pub link_timeout: Duration,
@@ -70,6 +71,8 @@ pub(crate) struct AgentCore {
     pub(crate) settings: LinkSettings,
     pub(crate) links: LinkTable,
     pub(crate) refusals: Refusals,
+    /// Heartbeat PINGs sent on idle links.
+    pub(crate) heartbeats_sent: AtomicU64,
     /// Cancelled when the agent closes or is dropped.
     pub(crate) stop: CancellationToken,
     /// Every task the agent spawns (link drivers, handlers, the signaling router).

@@ -4,6 +4,7 @@
 //! heartbeat, and ends it on loss, on a setup deadline, or when the agent closes.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use ioap_protocol::payload::{IceCandidate, Ping, SessionDescription};
 use ioap_protocol::{Body, Did, Envelope, ErrorCode, MessageId};
@@ -318,11 +319,11 @@ impl Driver {
         let Some(attempt) = self.attempt.as_mut() else {
             return Ok(());
         };
-        attempt.ping_sequence += 1;
-        let ping = Body::Ping(Ping {
-            sequence: attempt.ping_sequence,
-        });
-        attempt.link.send(ping, None).await.map(|_| ())
+        if attempt.link.heartbeat(attempt.ping_sequence + 1).await? {
+            attempt.ping_sequence += 1;
+            self.core.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 

@@ -4,11 +4,11 @@
 //! A [`Link`] is shared by its driving task (which verifies what arrives and calls
 //! [`Link::dispatch`]), by callers (EXEC, INTENT) and by the handler tasks serving the peer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ioap_protocol::payload::{ErrorPayload, ExecRequest, ExecResponse, ExecStatus, Intent};
+use ioap_protocol::payload::{ErrorPayload, ExecRequest, ExecResponse, ExecStatus, Intent, Ping};
 use ioap_protocol::{Body, Did, Envelope, ErrorCode, Identity, MessageId};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -52,6 +52,8 @@ pub(crate) struct Link {
     calls: Mutex<PendingCalls>,
     serving: AtomicUsize,
     max_serving: usize,
+    /// We sent something other than a heartbeat PING since the last heartbeat tick.
+    sent_since_tick: AtomicBool,
     /// Cancelled when the link ends: stops the handler tasks serving the peer.
     ended: CancellationToken,
     tasks: TaskTracker,
@@ -73,6 +75,7 @@ impl Link {
             calls: Mutex::new(PendingCalls::new(limits.max_calls)),
             serving: AtomicUsize::new(0),
             max_serving: limits.max_serving,
+            sent_since_tick: AtomicBool::new(false),
             ended,
             tasks,
         }
@@ -112,10 +115,27 @@ impl Link {
 
     /// Sends text as is (signed envelopes, and tests of the peer's refusals).
     pub(crate) async fn send_raw(&self, text: String) -> Result<(), CallError> {
+        self.transmit(text).await?;
+        self.sent_since_tick.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn transmit(&self, text: String) -> Result<(), CallError> {
         self.rtc
             .send(text)
             .await
             .map_err(|e| CallError::new(ErrorCode::LinkLost, e.to_string()))
+    }
+
+    /// A heartbeat tick: PING `sequence` if the link is idle, i.e. we sent nothing else on it
+    /// since the previous tick (PROTOCOL_DESIGN.md §11.3). Returns whether a PING went out.
+    pub(crate) async fn heartbeat(&self, sequence: u64) -> Result<bool, CallError> {
+        if self.sent_since_tick.swap(false, Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let (_, wire) = self.sign(Body::Ping(Ping { sequence }), None)?;
+        self.transmit(wire).await?;
+        Ok(true)
     }
 
     /// Sends a request and registers it as a call; its events arrive on the receiver.
