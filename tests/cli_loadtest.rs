@@ -393,7 +393,7 @@ async fn a_low_open_file_limit_is_explained_before_anything_starts() {
 #[tokio::test]
 async fn impossible_plans_are_refused_before_anything_starts() {
     let run = loadtest(&["--agents", "10", "--links", "6"]).await;
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "an impossible plan is a usage error");
     assert!(
         run.stderr.contains("--links 6 needs 12 agents"),
         "{}",

@@ -163,10 +163,13 @@ impl LoadtestArgs {
     }
 }
 
-/// Runs the load test; exit status 1 when any phase had a failure.
+/// Runs the load test; exit status 1 when any phase had a failure, 2 for an impossible plan.
 pub fn loadtest(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     let embedded = args.gateway.is_none();
-    args.plan(String::new())?;
+    if let Err(error) = args.plan(String::new()) {
+        eprintln!("error: {error:#}");
+        return Ok(ExitCode::from(2));
+    }
     limits::ensure(args.agents, args.links, embedded)?;
     let target = match &args.gateway {
         Some(url) => Target::remote(url.clone(), args.gateway_pid)?,
