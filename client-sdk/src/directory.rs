@@ -109,7 +109,14 @@ impl Directory {
 
     /// The gateway's health: status and how many agents are registered.
     pub async fn health(&self) -> Result<Health, DirectoryError> {
-        let url = self.url("health")?;
+        self.get_json(self.url("health")?).await
+    }
+
+    /// GET `url`; a success's JSON body as `T`.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: Url,
+    ) -> Result<T, DirectoryError> {
         Ok(self
             .http
             .get(url)
@@ -135,14 +142,7 @@ impl Directory {
                     query.append_pair("cursor", cursor);
                 }
             }
-            let page: AgentPage = self
-                .http
-                .get(url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let page: AgentPage = self.get_json(url).await?;
             agents.extend(page.agents);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
