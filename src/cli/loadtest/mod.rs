@@ -6,6 +6,7 @@ mod exec;
 mod limits;
 mod links;
 mod progress;
+mod readings;
 mod register;
 mod relay;
 mod report;
@@ -24,9 +25,10 @@ use ioap_client::Directory;
 use tokio_util::sync::CancellationToken;
 
 use progress::Display;
-use report::{GatewayReport, PhaseReport, PhaseSample, ProcessReport, RelayReport, Report};
+use readings::Readings;
+use report::{GatewayReport, PhaseReport, ProcessReport, RelayReport, Report};
 use system::Process;
-use target::{Target, Usage};
+use target::Target;
 
 /// Largest `--payload-bytes`: a call's data and its envelope fit one 64 KiB message.
 const MAX_PAYLOAD_BYTES: usize = 60_000;
@@ -362,50 +364,5 @@ impl Plan {
             duration_s: self.duration.as_secs(),
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
         }
-    }
-}
-
-/// Readings of the gateway and of this process: one at the start, one after each phase.
-struct Readings<'a> {
-    target: &'a Target,
-    t0: Instant,
-    gateway: Vec<PhaseSample>,
-    process: Vec<PhaseSample>,
-}
-
-impl<'a> Readings<'a> {
-    fn new(target: &'a Target, t0: Instant) -> Self {
-        let first = |sample| {
-            vec![PhaseSample {
-                phase: "start",
-                sample,
-                cpu_percent: None,
-            }]
-        };
-        Readings {
-            target,
-            t0,
-            gateway: first(target.sample(t0)),
-            process: first(Usage::of_this_process(t0)),
-        }
-    }
-
-    fn take(&mut self, phase: &'static str) {
-        let gateway = self.target.sample(self.t0);
-        let process = Usage::of_this_process(self.t0);
-        for (samples, sample) in [(&mut self.gateway, gateway), (&mut self.process, process)] {
-            let previous = samples.last().map(|s| s.sample);
-            samples.push(PhaseSample {
-                phase,
-                sample,
-                cpu_percent: previous.and_then(|p| target::cpu_percent(&p, &sample)),
-            });
-        }
-    }
-
-    fn gateway_rss_per_agent(&self, registered: u64) -> Option<f64> {
-        let start = self.gateway.first()?;
-        let after = self.gateway.iter().find(|s| s.phase == "register")?;
-        report::growth_per(start.sample.rss_kib, after.sample.rss_kib, registered)
     }
 }
