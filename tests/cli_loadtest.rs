@@ -362,6 +362,11 @@ async fn an_interrupted_run_still_tears_down_and_reports() {
         "phases before the interruption are whole"
     );
     assert!(count(&r["relay"]["delivered"]) > 0, "{r:#}");
+    let relayed_for = r["relay"]["seconds"].as_f64().expect("seconds");
+    assert!(
+        relayed_for < 30.0,
+        "the relay's time is what it ran, not --duration: {relayed_for}"
+    );
     assert_eq!(count(&r["teardown"]["closed"]), 6);
     assert_eq!(count(&r["teardown"]["agents_left"]), 0);
     assert_eq!(gateway.registered_agents(), 0);

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use ioap_client::gateway::GatewayStreams;
-use ioap_client::{Agent, ConnectionEvent, GatewayClient, GatewayClientConfig, LinkSettings};
+use ioap_client::{
+    Agent, AgentError, ConnectionEvent, GatewayClient, GatewayClientConfig, LinkSettings,
+};
 use ioap_protocol::{Envelope, ErrorCode, Identity};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +17,11 @@ use super::exec;
 use super::progress::{Display, Progress};
 use super::stats::Tally;
 use super::{Plan, until_stopped};
+
+/// No key could be generated for an agent (the OS random source failed).
+const IDENTITY: &str = "IDENTITY";
+/// The SDK refused to start an agent (e.g. a gateway URL it cannot use).
+const START_FAILED: &str = "START_FAILED";
 
 /// Registrations started and not yet finished, at most.
 const MAX_PENDING: usize = 512;
@@ -111,7 +118,7 @@ fn ramp_start(started: Instant, index: usize, per_s: u32) -> Instant {
 
 /// Registers one agent and waits for the gateway's answer.
 async fn register(plan: &Plan, full: bool) -> Result<Registered, String> {
-    let identity = Identity::generate().map_err(|_| "IDENTITY".to_owned())?;
+    let identity = Identity::generate().map_err(|_| IDENTITY.to_owned())?;
     let handshake = plan.timeout;
     let configure = |config: &mut GatewayClientConfig| {
         config.handshake_timeout = handshake;
@@ -128,8 +135,11 @@ async fn register(plan: &Plan, full: bool) -> Result<Registered, String> {
             })
             .gateway_settings(configure)
             .start()
-            .map_err(|_| "IDENTITY".to_owned())?;
-        let mut events = agent.take_events().ok_or("EVENTS")?;
+            .map_err(|error| match error {
+                AgentError::Identity(_) => IDENTITY.to_owned(),
+                _ => START_FAILED.to_owned(),
+            })?;
+        let mut events = agent.take_events().ok_or(START_FAILED)?;
         match first_answer(&mut events, plan.timeout).await {
             Ok(()) => Ok(Registered::Full(agent)),
             Err(code) => {

@@ -106,6 +106,8 @@ pub async fn run(
             fleet.signaling[2 * index + 1] = Some(to);
         }
     }
+    // Sending lasted the duration, or less when interrupted.
+    let elapsed = started.elapsed().min(plan.duration);
     let tally = counters.tally.snapshot();
     let sent = counters.sent.load(Ordering::Relaxed);
     progress.finish(&format!(
@@ -118,7 +120,7 @@ pub async fn run(
         sent,
         tally,
         disconnections: counters.disconnections.snapshot(),
-        elapsed: plan.duration,
+        elapsed,
     }
 }
 
