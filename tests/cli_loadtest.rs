@@ -255,15 +255,29 @@ async fn relayed_frames_the_gateway_throttles_are_counted_and_fail_the_run() {
 
 /// A flood at one frame per second allowed: the gateway refuses with RATE_LIMITED, then closes
 /// senders that keep going (4006, after 256 refusals in a row); frames in flight on a closed
-/// connection are LOST.
+/// connection are LOST. Every disconnection carries the code: the gateway finishes the closing
+/// handshake even with the sender's frames still arriving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_sender_closed_by_the_gateway_is_counted_with_its_close_code() {
-    let relay =
-        relay_through_a_throttling_gateway(1, &["--duration", "1", "--timeout", "2000"]).await;
-    assert!(
-        count(&relay["disconnections"]["CLOSED_4006"]) > 0,
+    let relay = relay_through_a_throttling_gateway(
+        1,
+        &[
+            "--duration",
+            "1",
+            "--timeout",
+            "2000",
+            "--relay-window",
+            "64",
+        ],
+    )
+    .await;
+    let disconnections = relay["disconnections"].as_object().expect("map");
+    assert_eq!(
+        disconnections.keys().collect::<Vec<_>>(),
+        ["CLOSED_4006"],
         "{relay:#}"
     );
+    assert!(count(&disconnections["CLOSED_4006"]) > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use ioap_protocol::{CloseCode, Did, ErrorCode};
 use tokio::time::timeout;
 use tracing::{debug, info};
@@ -25,8 +25,11 @@ use tracing::{debug, info};
 use crate::metrics;
 use crate::state::GatewayState;
 
-/// Longest wait for the final ERROR and close frame of a session.
+/// Longest wait for the final ERROR and close frame of a session, and then for the client's
+/// close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Most frames read and dropped while waiting for the client's close frame.
+const CLOSE_DRAIN_FRAMES: usize = 4096;
 
 /// Where the connection came from.
 #[derive(Debug, Clone)]
@@ -126,8 +129,26 @@ impl Conn {
                 code: code.code(),
                 reason: code.reason().into(),
             };
-            let _ = self.send_message(Message::Close(Some(frame))).await;
+            if self.send_message(Message::Close(Some(frame))).await.is_ok() {
+                self.await_close_reply().await;
+            }
         }
+    }
+
+    /// The closing handshake's second half: reads (and drops) what the client still sends
+    /// until its close frame, for at most [`CLOSE_GRACE`] and [`CLOSE_DRAIN_FRAMES`] frames.
+    /// Dropping a socket with unread input makes the kernel reset the connection, and a client
+    /// still sending would then lose the close frame, and with it the code.
+    async fn await_close_reply(&mut self) {
+        let drain = async {
+            for _ in 0..CLOSE_DRAIN_FRAMES {
+                match self.socket.next().await {
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        let _ = timeout(CLOSE_GRACE, drain).await;
     }
 }
 

@@ -229,6 +229,12 @@ async fn run_pair(
     }
     let unanswered = in_flight.len() as u64;
     tally.update(|t| t.failure(unfinished, unanswered));
+    // A disconnection can be queued when the last frame is answered and the loop ends.
+    for events in [&mut from.events, &mut to.events] {
+        while let Ok(event) = events.try_recv() {
+            count_disconnection(&disconnections, &event);
+        }
+    }
     (from, to)
 }
 
