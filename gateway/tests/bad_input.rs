@@ -165,7 +165,10 @@ async fn a_sender_that_never_stops_still_reads_its_4006() {
     .await
     .expect("closed in time");
     assert_eq!(close, Some(CloseCode::RateLimited.code()));
-    let sent = flood.await.expect("flood task");
+    let sent = tokio::time::timeout(WAIT, flood)
+        .await
+        .expect("the flood stops once the connection is closed")
+        .expect("flood task");
     assert!(sent > 256, "only {sent} frames were sent");
     gateway.shutdown().await;
 }
