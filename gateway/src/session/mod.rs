@@ -115,24 +115,30 @@ impl Conn {
         }
     }
 
-    /// Tells the client how the session ends (best effort; a client whose socket is already
-    /// backed up gets at most [`CLOSE_GRACE`] more before the connection is dropped).
+    /// Tells the client how the session ends, then waits out its close reply.
     async fn finish(&mut self, ending: &Ending) {
+        if self.say_goodbye(ending).await {
+            self.await_close_reply().await;
+        }
+    }
+
+    /// Sends the ending's ERROR and close frame (best effort; a client whose socket is already
+    /// backed up gets at most [`CLOSE_GRACE`] more); `true` when the close frame went out.
+    async fn say_goodbye(&mut self, ending: &Ending) -> bool {
         self.write_timeout = self.write_timeout.min(CLOSE_GRACE);
         if let Some(error) = &ending.error
             && self.send(error.as_str()).await.is_err()
         {
-            return;
+            return false;
         }
-        if let Some(code) = ending.close {
-            let frame = CloseFrame {
-                code: code.code(),
-                reason: code.reason().into(),
-            };
-            if self.send_message(Message::Close(Some(frame))).await.is_ok() {
-                self.await_close_reply().await;
-            }
-        }
+        let Some(code) = ending.close else {
+            return false;
+        };
+        let frame = CloseFrame {
+            code: code.code(),
+            reason: code.reason().into(),
+        };
+        self.send_message(Message::Close(Some(frame))).await.is_ok()
     }
 
     /// The closing handshake's second half: reads (and drops) what the client still sends
@@ -174,14 +180,17 @@ pub async fn run(state: Arc<GatewayState>, socket: WebSocket, peer: Peer) {
     state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Closes a connection over the limit with 1013 (try again later).
+/// Closes a connection over the limit with 1013 (try again later). The close reply is not
+/// awaited, so refusals cost as little as possible under a connection flood: the client has
+/// sent nothing yet (the gateway speaks first, §6), so no unread input can reset the
+/// connection before the close frame arrives.
 pub async fn refuse_over_limit(state: Arc<GatewayState>, socket: WebSocket) {
     metrics::connection_refused();
     let mut conn = Conn {
         socket,
         write_timeout: state.config.write_timeout,
     };
-    conn.finish(&Ending::close("connection_limit", CloseCode::TryAgainLater))
+    conn.say_goodbye(&Ending::close("connection_limit", CloseCode::TryAgainLater))
         .await;
 }
 
