@@ -81,11 +81,7 @@ pub async fn run(
     until_stopped(stop, calls).await;
     let elapsed = started.elapsed();
     let tally = tally.into_inner();
-    progress.finish(&format!(
-        "{} succeeded, {} failed",
-        tally.succeeded(),
-        tally.failed()
-    ));
+    progress.finish_tally(&tally, "succeeded");
     ExecOutcome { tally, elapsed }
 }
 

@@ -46,17 +46,10 @@ pub async fn run(
                 tally.success(took);
                 peers.push(peer);
             }
-            Err(code) => {
-                tally.failure(code, 1);
-                progress.note(format!("{} failed", tally.failed()));
-            }
+            Err(code) => progress.failed(&mut tally, code),
         }
         progress.step();
     }
-    progress.finish(&format!(
-        "{} open, {} failed",
-        tally.succeeded(),
-        tally.failed()
-    ));
+    progress.finish_tally(&tally, "open");
     (peers, tally)
 }

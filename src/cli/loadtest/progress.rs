@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::stats::Tally;
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Display {
@@ -86,6 +88,21 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_message(message);
         }
+    }
+
+    /// Counts one failure under `code` in `tally` and notes the failures so far.
+    pub fn failed(&self, tally: &mut Tally, code: impl Into<String>) {
+        tally.failure(code, 1);
+        self.note(format!("{} failed", tally.failed()));
+    }
+
+    /// Ends the phase with "<succeeded> <done>, <failed> failed".
+    pub fn finish_tally(&self, tally: &Tally, done: &str) {
+        self.finish(&format!(
+            "{} {done}, {} failed",
+            tally.succeeded(),
+            tally.failed()
+        ));
     }
 
     /// Ends the phase with a one-line summary.

@@ -93,18 +93,11 @@ pub async fn run(plan: &Plan, stop: &CancellationToken, display: Display) -> (Fl
                 tally.success(elapsed);
                 time_to_all = started.elapsed();
             }
-            Err(code) => {
-                tally.failure(code, 1);
-                progress.note(format!("{} failed", tally.failed()));
-            }
+            Err(code) => progress.failed(&mut tally, code),
         }
         progress.step();
     }
-    progress.finish(&format!(
-        "{} registered, {} failed",
-        tally.succeeded(),
-        tally.failed()
-    ));
+    progress.finish_tally(&tally, "registered");
     (fleet, Registration { tally, time_to_all })
 }
 
