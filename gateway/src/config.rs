@@ -21,6 +21,10 @@ pub struct GatewayConfig {
     /// The gateway's own identity (signs CHALLENGE, REGISTERED, PONG, ERROR). `None`: a fresh
     /// one each start.
     pub identity: Option<Identity>,
+    /// Time an accepted TCP connection has to finish TLS, its HTTP request and the WebSocket
+    /// upgrade; a connection that has not upgraded by then is closed (plain HTTP keep-alive
+    /// connections too, once their response is written).
+    pub upgrade_timeout: Duration,
     /// Time a connection has to complete registration.
     pub register_timeout: Duration,
     /// How long a CHALLENGE nonce is accepted (at most 60 s; PROTOCOL_DESIGN.md §6).
@@ -34,8 +38,10 @@ pub struct GatewayConfig {
     pub write_timeout: Duration,
     /// Largest accepted frame, in bytes.
     pub max_frame_bytes: usize,
-    /// Most simultaneous WebSocket connections.
+    /// Most simultaneous connections, counted from accept (upgraded or not).
     pub max_connections: usize,
+    /// Most simultaneous connections from one IP address (0: no per-address cap).
+    pub max_connections_per_ip: u32,
     /// Frames queued for one session before relays to it are refused with RECEIVER_BUSY.
     pub queue_capacity: usize,
     /// Frames per second one registered DID may send (0: unlimited); burst is twice that.
@@ -45,8 +51,12 @@ pub struct GatewayConfig {
     pub rate_per_ip: u32,
     /// Registrations one IP address may attempt per minute (0: unlimited).
     pub registrations_per_ip_per_min: u32,
-    /// Malformed frames in a row after which a session is closed (1008).
+    /// Malformed frames in a row that close a session (the last one gets its ERROR, then
+    /// 1008).
     pub max_consecutive_malformed: u32,
+    /// A session that has had to wait for its own rate budget in every second of this long is
+    /// closed with 4006 (PROTOCOL_DESIGN.md §10, *Rate limits*).
+    pub flood_close_after: Duration,
     /// Verify the signature of every relayed frame (off by default: receivers verify end to
     /// end).
     pub verify_relayed: bool,
@@ -111,6 +121,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             identity: None,
+            upgrade_timeout: Duration::from_secs(5),
             register_timeout: Duration::from_secs(10),
             nonce_ttl: ioap_protocol::handshake::NONCE_TTL,
             idle_timeout: Duration::from_secs(300),
@@ -118,11 +129,13 @@ impl Default for GatewayConfig {
             write_timeout: Duration::from_secs(10),
             max_frame_bytes: ioap_protocol::json::MAX_ENVELOPE_BYTES,
             max_connections: 16_384,
+            max_connections_per_ip: 1_024,
             queue_capacity: 64,
             rate_per_did: 200,
             rate_per_ip: 20_000,
             registrations_per_ip_per_min: 1_200,
             max_consecutive_malformed: 16,
+            flood_close_after: Duration::from_secs(10),
             verify_relayed: false,
             public_urls: Vec::new(),
             admission: Admission::Open,
@@ -153,7 +166,13 @@ impl GatewayConfig {
             self.nonce_ttl <= Duration::from_secs(60),
             "nonce lifetime must be at most 60 s"
         );
+        anyhow::ensure!(
+            self.max_consecutive_malformed > 0,
+            "max consecutive malformed frames must be > 0"
+        );
         for (name, value) in [
+            ("upgrade timeout", self.upgrade_timeout),
+            ("flood close time", self.flood_close_after),
             ("register timeout", self.register_timeout),
             ("nonce lifetime", self.nonce_ttl),
             ("idle timeout", self.idle_timeout),

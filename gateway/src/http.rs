@@ -3,20 +3,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use axum::Json;
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Json, Router};
 use ioap_protocol::{Did, ErrorCode, SUBPROTOCOL};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::listener::Admission;
 use crate::session::{self, Peer};
 use crate::state::GatewayState;
 
@@ -48,7 +48,22 @@ pub fn router(state: AppState) -> Router {
         .route("/agents", get(agents))
         .route("/agents/{did}", get(agent))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(reserve_serves_health_only))
         .with_state(state)
+}
+
+/// A connection admitted to the reserve (the connection limit is full) is served `/health`,
+/// and `/ws` to be closed with 1013; anything else gets 503.
+async fn reserve_serves_health_only(request: Request, next: Next) -> Response {
+    let reserve = request.extensions().get::<Admission>() == Some(&Admission::Reserve);
+    if reserve && !matches!(request.uri().path(), "/health" | "/ws") {
+        return error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RateLimited,
+            "the gateway is at its connection limit; only /health is served",
+        );
+    }
+    next.run(request).await
 }
 
 fn error_body(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
@@ -59,6 +74,7 @@ fn error_body(status: StatusCode, code: ErrorCode, message: impl Into<String>) -
 async fn websocket(
     State(app): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    admission: Option<Extension<Admission>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -87,9 +103,7 @@ async fn websocket(
         .max_write_buffer_size(WRITE_BATCH_BYTES + max_frame * 2)
         .max_message_size(max_frame)
         .max_frame_size(max_frame);
-    let open = gateway.connections.fetch_add(1, Ordering::Relaxed);
-    if open >= gateway.config.max_connections {
-        gateway.connections.fetch_sub(1, Ordering::Relaxed);
+    if admission.is_some_and(|Extension(a)| a == Admission::Reserve) {
         let tracker = gateway.sessions.clone();
         return upgrade.on_upgrade(move |socket| {
             tracker.track_future(session::refuse_over_limit(gateway, socket))
@@ -104,12 +118,7 @@ async fn websocket(
         tls: app.tls,
     };
     let tracker = gateway.sessions.clone();
-    let failed = Arc::clone(&gateway);
-    upgrade
-        .on_failed_upgrade(move |_| {
-            failed.connections.fetch_sub(1, Ordering::Relaxed);
-        })
-        .on_upgrade(move |socket| tracker.track_future(session::run(gateway, socket, peer)))
+    upgrade.on_upgrade(move |socket| tracker.track_future(session::run(gateway, socket, peer)))
 }
 
 async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
@@ -143,7 +152,14 @@ async fn agents(
             "query parameters: capability=NAME, limit=1..1000, cursor=DID",
         );
     };
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedMessage,
+            format!("limit must be 1..={MAX_PAGE}, not {limit}"),
+        );
+    }
     let page =
         app.gateway
             .registry

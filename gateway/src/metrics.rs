@@ -30,6 +30,13 @@ pub const QUEUE_OVERFLOWS: &str = "ioap_gateway_queue_overflows_total";
 pub const DISCONNECTS: &str = "ioap_gateway_disconnects_total";
 /// Seconds from a frame's arrival to its write to the receiver's socket (histogram).
 pub const RELAY_LATENCY: &str = "ioap_gateway_relay_latency_seconds";
+/// Refusals by `reason` (counter): connections refused at accept or closed before upgrading,
+/// registrations and frames over a rate limit, sessions closed for flooding.
+pub const REFUSALS: &str = "ioap_gateway_refusals_total";
+
+/// How often the recorder drains recorded samples into its histograms. Without it, samples
+/// pile up until the next scrape: memory would grow with traffic on a gateway nobody scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -59,6 +66,9 @@ pub fn install() -> PrometheusHandle {
             // still renders what it is given (nothing), and theirs gets the data.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            for reason in crate::refusals::REASONS {
+                counter!(REFUSALS, "reason" => *reason).absolute(0);
+            }
             let _ = HOT.set(HotPath {
                 relayed: MessageType::ALL
                     .iter()
@@ -81,6 +91,7 @@ fn describe() {
     metrics::describe_counter!(ERRORS, "ERROR messages sent, by code");
     metrics::describe_counter!(QUEUE_OVERFLOWS, "Relays refused: receiver queue full");
     metrics::describe_counter!(DISCONNECTS, "Sessions closed, by reason");
+    metrics::describe_counter!(REFUSALS, "Refusals by reason");
     metrics::describe_histogram!(
         RELAY_LATENCY,
         metrics::Unit::Seconds,
@@ -148,4 +159,14 @@ pub fn relay_latency(elapsed: Duration) {
         Some(hot) => hot.latency.record(elapsed.as_secs_f64()),
         None => histogram!(RELAY_LATENCY).record(elapsed.as_secs_f64()),
     }
+}
+
+/// A refusal for `reason` (one of `refusals::REASONS`).
+pub fn refused(reason: &'static str) {
+    counter!(REFUSALS, "reason" => reason).increment(1);
+}
+
+/// Drains recorded samples into the histograms (call every [`UPKEEP_INTERVAL`]).
+pub fn upkeep(handle: &PrometheusHandle) {
+    handle.run_upkeep();
 }

@@ -89,6 +89,14 @@ pub fn route(frame: &str, session: SessionView<'_>) -> Action {
         return Action::Ignore;
     };
     if to == *session.gateway {
+        // The gateway acts on these two, so it verifies them first (§5.2).
+        let acts = matches!(envelope.body, Body::Ping(_) | Body::Unregister(_));
+        if acts && received.verify().is_err() {
+            return reject(
+                ErrorCode::InvalidSignature,
+                "signature does not verify".into(),
+            );
+        }
         return match &envelope.body {
             Body::Ping(ping) => Action::Pong {
                 id: envelope.id,
@@ -105,6 +113,12 @@ pub fn route(frame: &str, session: SessionView<'_>) -> Action {
                 format!("the gateway does not handle {ty}"),
             ),
         };
+    }
+    if to == *session.agent {
+        return reject(
+            ErrorCode::NotRelayed,
+            "an agent does not signal itself".into(),
+        );
     }
     match ty {
         MessageType::Offer | MessageType::Answer | MessageType::IceCandidate => {
@@ -132,7 +146,7 @@ mod tests {
     use super::*;
     use ioap_protocol::payload::{Ping, SessionDescription, Unregister};
     use ioap_protocol::samples::{alice, bob, example_time, gateway};
-    use ioap_protocol::{Envelope, Identity};
+    use ioap_protocol::{Envelope, Identity, signing};
 
     struct Fixture {
         agent: Did,
@@ -205,6 +219,72 @@ mod tests {
         ));
         let bye = signed(&alice(), f.gateway, Body::Unregister(Unregister::default()));
         assert_eq!(route(&bye, f.view(false)), Action::Unregister);
+    }
+
+    #[test]
+    fn ping_and_unregister_with_a_bad_signature_are_refused() {
+        let f = Fixture::new(alice().did());
+        let bad_signature = |frame: String| {
+            // Another valid-looking signature: the one of a different message.
+            let other = signed(&alice(), f.gateway, Body::Ping(Ping { sequence: 1 }));
+            let sig = |text: &str| {
+                let at = text.find("\"signature\":\"").expect("signature") + 13;
+                text[at..at + 86].to_owned()
+            };
+            frame.replace(&sig(&frame), &sig(&other))
+        };
+        let ping = signed(&alice(), f.gateway, Body::Ping(Ping { sequence: 9 }));
+        let bye = signed(&alice(), f.gateway, Body::Unregister(Unregister::default()));
+        for frame in [bad_signature(ping), bad_signature(bye)] {
+            assert!(matches!(
+                route(&frame, f.view(false)),
+                Action::Reject {
+                    code: ErrorCode::InvalidSignature,
+                    id: Some(_),
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_ping_signed_with_the_registration_tag_is_refused() {
+        let f = Fixture::new(alice().did());
+        let envelope = Envelope::new(
+            alice().did(),
+            Some(f.gateway),
+            Body::Ping(Ping { sequence: 3 }),
+            example_time(),
+        );
+        let mut object = envelope.unsigned_object();
+        let canonical = signing::canonicalize_object(&object);
+        let signature = signing::sign(&alice(), signing::Purpose::Registration, &canonical);
+        object.insert(
+            "signature".into(),
+            signing::encode_signature(&signature).into(),
+        );
+        let frame = serde_json::to_string(&object).expect("json");
+        assert!(matches!(
+            route(&frame, f.view(false)),
+            Action::Reject {
+                code: ErrorCode::InvalidSignature,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn signaling_to_oneself_is_not_relayed() {
+        let f = Fixture::new(alice().did());
+        let frame = signed(&alice(), alice().did(), offer());
+        assert!(matches!(
+            route(&frame, f.view(false)),
+            Action::Reject {
+                code: ErrorCode::NotRelayed,
+                id: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]

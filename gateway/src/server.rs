@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::Instant;
+
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use ioap_protocol::{Did, Identity};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
@@ -14,13 +15,19 @@ use tracing::{info, warn};
 use crate::config::GatewayConfig;
 use crate::http::{AppState, router};
 use crate::limits::PRUNE_INTERVAL;
+use crate::listener::{self, slots};
 use crate::state::GatewayState;
-use crate::tls::{TlsListener, server_config};
+use crate::tls::server_config;
+use crate::{metrics, refusals};
 
 /// How long shutdown waits for sessions to close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Pending TCP connections the kernel queues for us.
 const LISTEN_BACKLOG: u32 = 4096;
+/// Descriptors kept for everything but connections (listener, runtime, log files, ...).
+const FD_MARGIN: usize = 64;
+/// How often the janitor looks at its chores.
+const JANITOR_TICK: Duration = Duration::from_secs(1);
 
 /// The entry point for embedding a gateway.
 #[derive(Debug)]
@@ -32,14 +39,15 @@ pub struct RunningGateway {
     state: Arc<GatewayState>,
     local_addr: SocketAddr,
     tls: bool,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     janitor: JoinHandle<()>,
 }
 
 impl Gateway {
     /// Binds the listener and starts serving in the background (needs a Tokio runtime).
-    pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
+    pub async fn start(mut config: GatewayConfig) -> anyhow::Result<RunningGateway> {
         config.validate()?;
+        fit_descriptor_limit(&mut config);
         let identity = match &config.identity {
             Some(identity) => identity.clone(),
             None => Identity::generate().context("generating the gateway identity")?,
@@ -53,30 +61,9 @@ impl Gateway {
         let app = router(AppState {
             gateway: Arc::clone(&state),
             tls,
-        })
-        .into_make_service_with_connect_info::<SocketAddr>();
-        let stop = state.shutdown.clone();
-        let server = match tls_config {
-            Some(tls_config) => {
-                let listener = TlsListener::new(tcp, tls_config, stop.clone())?.tap_io(|_| {});
-                tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                })
-            }
-            None => {
-                let listener = tcp.tap_io(|stream| {
-                    let _ = stream.set_nodelay(true);
-                });
-                tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                })
-            }
-        };
-        let janitor = tokio::spawn(prune_limits(Arc::clone(&state)));
+        });
+        let server = listener::spawn(tcp, tls_config, app, Arc::clone(&state));
+        let janitor = tokio::spawn(janitor(Arc::clone(&state)));
         info!(
             address = %local_addr,
             tls,
@@ -93,6 +80,34 @@ impl Gateway {
     }
 }
 
+/// Raises the open-file limit to its hard maximum and, if the connection limit (plus the
+/// reserve and the descriptors the process needs besides) still does not fit, lowers the
+/// connection limit to what fits: running out of descriptors would stall `accept` for
+/// everyone, `/health` included.
+fn fit_descriptor_limit(config: &mut GatewayConfig) {
+    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else {
+        return;
+    };
+    let limit = if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let fits = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FD_MARGIN + slots::RESERVE)
+        .max(1);
+    if config.max_connections > fits {
+        warn!(
+            configured = config.max_connections,
+            open_file_limit = limit,
+            max_connections = fits,
+            "the open-file limit cannot hold max_connections; lowered to fit"
+        );
+        config.max_connections = fits;
+    }
+}
+
 fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
@@ -104,18 +119,33 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn prune_limits(state: Arc<GatewayState>) {
-    let mut tick = tokio::time::interval(PRUNE_INTERVAL / 6);
-    let mut rounds = 0u32;
+/// Periodic upkeep: prunes idle rate-limit buckets, drains metric samples, and writes the
+/// aggregated refusal lines.
+async fn janitor(state: Arc<GatewayState>) {
+    let mut tick = tokio::time::interval(JANITOR_TICK);
+    let mut last_prune = Instant::now();
+    let mut last_upkeep = Instant::now();
+    let mut last_refusal_log = Instant::now();
     loop {
         tokio::select! {
-            () = state.shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                rounds += 1;
-                if rounds.is_multiple_of(6) || state.limits.over_bound() {
-                    state.limits.prune();
-                }
+            () = state.shutdown.cancelled() => {
+                state.refusals.log();
+                return;
             }
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        if now - last_prune >= PRUNE_INTERVAL || state.limits.over_bound() {
+            state.limits.prune();
+            last_prune = now;
+        }
+        if now - last_upkeep >= metrics::UPKEEP_INTERVAL {
+            metrics::upkeep(&state.metrics);
+            last_upkeep = now;
+        }
+        if now - last_refusal_log >= refusals::LOG_INTERVAL {
+            state.refusals.log();
+            last_refusal_log = now;
         }
     }
 }
@@ -175,8 +205,7 @@ impl RunningGateway {
             );
         }
         match tokio::time::timeout(SHUTDOWN_GRACE, self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => warn!(%error, "server ended with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(error)) => warn!(%error, "server task failed"),
             Err(_) => warn!("server did not stop within {SHUTDOWN_GRACE:?}"),
         }

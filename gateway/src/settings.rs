@@ -38,6 +38,10 @@ pub struct Settings {
     /// The gateway's own did:key (PKCS#8 PEM, mode 0600) [default: a new key each start].
     #[arg(long, env = "IOAP_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Seconds an accepted connection has to finish TLS, its HTTP request and the WebSocket
+    /// upgrade before it is closed [default: 5].
+    #[arg(long, env = "IOAP_UPGRADE_TIMEOUT_SECS", value_name = "SECS")]
+    pub upgrade_timeout_secs: Option<u64>,
     /// Seconds a connection has to register [default: 10].
     #[arg(long, env = "IOAP_REGISTER_TIMEOUT_SECS", value_name = "SECS")]
     pub register_timeout_secs: Option<u64>,
@@ -57,6 +61,9 @@ pub struct Settings {
     /// Most simultaneous connections [default: 16384].
     #[arg(long, env = "IOAP_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Most simultaneous connections from one IP address; 0 = no cap [default: 1024].
+    #[arg(long, env = "IOAP_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
     /// Frames queued per session before relays to it get RECEIVER_BUSY [default: 64].
     #[arg(long, env = "IOAP_QUEUE_CAPACITY", value_name = "N")]
     pub queue_capacity: Option<usize>,
@@ -69,6 +76,10 @@ pub struct Settings {
     /// Registrations per client IP per minute; 0 = unlimited [default: 1200].
     #[arg(long, env = "IOAP_REGISTRATIONS_PER_IP_PER_MIN", value_name = "N")]
     pub registrations_per_ip_per_min: Option<u32>,
+    /// Seconds a session may keep exceeding its rate limit (throttled in every second) before
+    /// it is closed with 4006 [default: 10].
+    #[arg(long, env = "IOAP_FLOOD_CLOSE_AFTER_SECS", value_name = "SECS")]
+    pub flood_close_after_secs: Option<u64>,
     /// Verify the signature of every relayed frame [default: false].
     #[arg(long, env = "IOAP_VERIFY_RELAYED", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub verify_relayed: Option<bool>,
@@ -104,16 +115,19 @@ pub struct Settings {
 struct FileSettings {
     listen: Option<SocketAddr>,
     key: Option<PathBuf>,
+    upgrade_timeout_secs: Option<u64>,
     register_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     ping_interval_secs: Option<u64>,
     write_timeout_secs: Option<u64>,
     max_frame_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<u32>,
     queue_capacity: Option<usize>,
     rate_per_did: Option<u32>,
     rate_per_ip: Option<u32>,
     registrations_per_ip_per_min: Option<u32>,
+    flood_close_after_secs: Option<u64>,
     verify_relayed: Option<bool>,
     #[serde(default)]
     public_url: Vec<String>,
@@ -170,6 +184,11 @@ impl Settings {
         let config = GatewayConfig {
             listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
             identity,
+            upgrade_timeout: secs(
+                self.upgrade_timeout_secs,
+                file.upgrade_timeout_secs,
+                defaults.upgrade_timeout,
+            ),
             register_timeout: secs(
                 self.register_timeout_secs,
                 file.register_timeout_secs,
@@ -199,6 +218,10 @@ impl Settings {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(defaults.max_connections),
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(defaults.max_connections_per_ip),
             queue_capacity: self
                 .queue_capacity
                 .or(file.queue_capacity)
@@ -216,6 +239,11 @@ impl Settings {
                 .or(file.registrations_per_ip_per_min)
                 .unwrap_or(defaults.registrations_per_ip_per_min),
             max_consecutive_malformed: defaults.max_consecutive_malformed,
+            flood_close_after: secs(
+                self.flood_close_after_secs,
+                file.flood_close_after_secs,
+                defaults.flood_close_after,
+            ),
             verify_relayed: self
                 .verify_relayed
                 .or(file.verify_relayed)

@@ -1,6 +1,7 @@
 //! State shared by every connection of one gateway.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use ioap_protocol::payload::ErrorPayload;
@@ -11,7 +12,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
 use crate::limits::Limits;
+use crate::listener::ConnectionSlots;
 use crate::metrics;
+use crate::refusals::Refusals;
 use crate::registry::Registry;
 
 /// Everything a connection handler needs.
@@ -31,8 +34,10 @@ pub struct GatewayState {
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
-    /// Open WebSocket connections.
-    pub connections: AtomicUsize,
+    /// Open connections, counted from accept.
+    pub slots: Arc<ConnectionSlots>,
+    /// Refusals of the current log interval.
+    pub refusals: Refusals,
     next_session: AtomicU64,
     /// When the gateway started.
     pub started: Instant,
@@ -45,13 +50,14 @@ impl GatewayState {
     pub fn new(config: GatewayConfig, identity: Identity) -> Self {
         GatewayState {
             limits: Limits::new(&config),
+            slots: ConnectionSlots::new(config.max_connections, config.max_connections_per_ip),
+            refusals: Refusals::default(),
             did: identity.did(),
             identity,
             config,
             registry: Registry::new(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
-            connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
             started: Instant::now(),
             metrics: metrics::install(),

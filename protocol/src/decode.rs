@@ -35,6 +35,8 @@ struct Members<'a> {
     version: Option<&'a RawValue>,
     payload: Option<&'a RawValue>,
     signature: Option<&'a RawValue>,
+    /// `id` appeared more than once: no `id` can be trusted to correlate a refusal.
+    duplicate_id: bool,
 }
 
 impl<'a> Members<'a> {
@@ -74,21 +76,28 @@ impl<'de> Visitor<'de> for MembersSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-        use serde::de::Error;
+        // An unknown or repeated member is recorded, and the rest is still read, so that a
+        // refusal can carry the frame's `id` (§4 ERROR).
         let mut members = Members::default();
+        let note = |kind| {
+            let first = self.problem.take().unwrap_or(kind);
+            self.problem.set(Some(first));
+        };
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
             let Some(slot) = members.slot(&name) else {
-                self.problem.set(Some(DecodeErrorKind::UnknownField(
+                note(DecodeErrorKind::UnknownField(
                     name.chars().take(64).collect(),
-                )));
-                return Err(A::Error::custom("unknown member"));
+                ));
+                map.next_value::<IgnoredAny>()?;
+                continue;
             };
             if slot.is_some() {
-                self.problem
-                    .set(Some(DecodeErrorKind::Json(JsonError::DuplicateKey(
-                        name.into_owned(),
-                    ))));
-                return Err(A::Error::custom("duplicate member"));
+                map.next_value::<IgnoredAny>()?;
+                members.duplicate_id |= name == "id";
+                note(DecodeErrorKind::Json(JsonError::DuplicateKey(
+                    name.into_owned(),
+                )));
+                continue;
             }
             *slot = Some(map.next_value()?);
         }
@@ -201,7 +210,13 @@ pub(crate) fn decode(
         .deserialize(&mut deserializer)
         .and_then(|members| deserializer.end().map(|()| members));
     let members = match (members, problem.take()) {
-        (_, Some(kind)) => return Err(without_id(kind)),
+        (Ok(members), Some(kind)) => {
+            return Err(DecodeError {
+                kind,
+                id: message_id(&members),
+            });
+        }
+        (Err(_), Some(kind)) => return Err(without_id(kind)),
         (Ok(members), None) => members,
         (Err(e), None) => {
             return Err(without_id(DecodeErrorKind::Json(JsonError::Syntax(
@@ -209,10 +224,7 @@ pub(crate) fn decode(
             ))));
         }
     };
-    let id = members
-        .id
-        .and_then(|raw| string_member(raw, "id").ok().flatten())
-        .and_then(|text| MessageId::parse(&text).ok());
+    let id = message_id(&members);
     let fail = |kind| DecodeError { kind, id };
     let envelope = read_members(&members, known).map_err(fail)?;
     let signature = required(members.signature, "signature")
@@ -223,6 +235,17 @@ pub(crate) fn decode(
         .and_then(|text| signing::decode_signature(&text).ok_or(DecodeErrorKind::SignatureEncoding))
         .map_err(fail)?;
     Ok((envelope, signature))
+}
+
+/// The frame's `id`, when it has exactly one and it is a valid message id.
+fn message_id(members: &Members<'_>) -> Option<MessageId> {
+    if members.duplicate_id {
+        return None;
+    }
+    members
+        .id
+        .and_then(|raw| string_member(raw, "id").ok().flatten())
+        .and_then(|text| MessageId::parse(&text).ok())
 }
 
 fn read_members(

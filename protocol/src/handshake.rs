@@ -31,6 +31,7 @@ pub const REGISTER_CLOCK_SKEW: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct ServerChallenge {
     gateway: Did,
+    challenge_id: MessageId,
     nonce: String,
     expires_at: Timestamp,
 }
@@ -68,6 +69,9 @@ pub enum RegistrationError {
     /// The nonce is not this session's.
     #[error("nonce is not the one this session was challenged with")]
     WrongNonce,
+    /// `correlation_id` is not the CHALLENGE's `id`.
+    #[error("correlation_id is not the id of the CHALLENGE this session was sent")]
+    WrongChallenge,
     /// The nonce has expired.
     #[error("nonce expired")]
     Expired,
@@ -89,7 +93,9 @@ impl RegistrationError {
             }
             RegistrationError::KeyMismatch => ErrorCode::Unauthorized,
             RegistrationError::BadSignature => ErrorCode::InvalidSignature,
-            RegistrationError::WrongNonce | RegistrationError::Expired => ErrorCode::InvalidNonce,
+            RegistrationError::WrongNonce
+            | RegistrationError::WrongChallenge
+            | RegistrationError::Expired => ErrorCode::InvalidNonce,
             RegistrationError::Stale => ErrorCode::StaleMessage,
         }
     }
@@ -119,6 +125,7 @@ impl ServerChallenge {
         .expect("a CHALLENGE built here always encodes");
         let state = ServerChallenge {
             gateway: gateway.did(),
+            challenge_id: challenge.envelope().id,
             nonce,
             expires_at,
         };
@@ -153,6 +160,9 @@ impl ServerChallenge {
             .map_err(|_| RegistrationError::BadSignature)?;
         if payload.nonce != self.nonce {
             return Err(RegistrationError::WrongNonce);
+        }
+        if envelope.correlation_id != Some(self.challenge_id) {
+            return Err(RegistrationError::WrongChallenge);
         }
         if now > self.expires_at {
             return Err(RegistrationError::Expired);

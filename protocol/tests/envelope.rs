@@ -267,3 +267,97 @@ fn oversize_envelopes_are_refused_when_signing() {
     });
     assert!(envelope.sign(&alice).is_err());
 }
+
+/// §4 ERROR: a refusal carries the frame's `id` whenever the frame is JSON whose one `id`
+/// member is a valid message id, whatever else is wrong with it.
+#[test]
+fn a_refusal_carries_the_frames_id_when_it_has_one_valid_id() {
+    let text = signed_json(MessageType::Ping);
+    let id = object(&text)["id"].as_str().expect("id").to_owned();
+    let refused_id = |text: &str| {
+        ReceivedEnvelope::decode(text.as_bytes())
+            .expect_err("refused")
+            .id
+            .map(|id| id.to_string())
+    };
+    let mut unknown_member = object(&text);
+    unknown_member.insert("extra".into(), json!(1));
+    let unknown_member = Value::Object(unknown_member).to_string();
+    let mut unknown_payload_member = object(&text);
+    unknown_payload_member.insert("payload".into(), json!({"sequence": 1, "x": 2}));
+    let unknown_payload_member = Value::Object(unknown_payload_member).to_string();
+    let unknown_first = text.replacen('{', r#"{"zzz":[1,{"a":2}],"#, 1);
+    let duplicate_type = text.replacen('{', r#"{"type":"PONG","#, 1);
+    for frame in [
+        &unknown_member,
+        &unknown_payload_member,
+        &unknown_first,
+        &duplicate_type,
+    ] {
+        assert_eq!(refused_id(frame).as_deref(), Some(id.as_str()), "{frame}");
+    }
+    let duplicate_id = text.replacen('{', &format!(r#"{{"id":"{id}","#), 1);
+    assert_eq!(
+        refused_id(&duplicate_id),
+        None,
+        "two ids: neither is trusted"
+    );
+    assert_eq!(refused_id(&text.replace(&id, "not-an-id")), None);
+    assert_eq!(refused_id(&text[..text.len() - 1]), None, "not JSON");
+}
+
+/// §3/§5.2: a member sent as `null` is treated as absent when read, but it is part of the
+/// object as received, so it is part of the signed bytes.
+#[test]
+fn a_member_sent_as_null_is_part_of_the_signed_bytes() {
+    let (signer, envelope) = example_envelope(MessageType::Ping);
+    let mut with_null = envelope.unsigned_object();
+    with_null.insert("correlation_id".into(), Value::Null);
+    let sign = |object: &Map<String, Value>| {
+        let canonical = signing::canonicalize_object(object);
+        signing::encode_signature(&signing::sign(&signer, Purpose::Message, &canonical))
+    };
+    let mut signed_with_null = with_null.clone();
+    signed_with_null.insert("signature".into(), json!(sign(&with_null)));
+    let received = ReceivedEnvelope::decode(
+        Value::Object(signed_with_null.clone())
+            .to_string()
+            .as_bytes(),
+    )
+    .expect("decodes");
+    assert_eq!(
+        received.envelope().correlation_id,
+        None,
+        "null reads as absent"
+    );
+    assert!(
+        received.verify().is_ok(),
+        "signed with the null member: verifies"
+    );
+
+    signed_with_null.remove("correlation_id");
+    let stripped = ReceivedEnvelope::decode(Value::Object(signed_with_null).to_string().as_bytes())
+        .expect("decodes");
+    assert!(stripped.verify().is_err(), "the null member was signed");
+}
+
+/// §8: a number of magnitude over 2^53 − 1 is refused, integer or not.
+#[test]
+fn numbers_beyond_two_to_the_53_are_refused_even_when_not_integers() {
+    let with_number = |number: &str| {
+        let mut map = object(&signed_json(MessageType::ExecRequest));
+        let mut payload = map["payload"].as_object().expect("payload").clone();
+        let args = serde_json::from_str(&format!("{{\"x\":{number}}}")).expect("json");
+        payload.insert("args".into(), args);
+        map.insert("payload".into(), Value::Object(payload));
+        Value::Object(map).to_string()
+    };
+    assert!(
+        ReceivedEnvelope::decode(with_number("1.5").as_bytes()).is_ok(),
+        "a small fraction is fine"
+    );
+    for number in ["9007199254740993.5", "-1.5e16", "1e300"] {
+        let (code, _) = decode_err(&with_number(number));
+        assert_eq!(code, ErrorCode::MalformedMessage, "{number}");
+    }
+}

@@ -286,3 +286,49 @@ fn nonces_are_fresh() {
     assert_ne!(nonce(&a), nonce(&b));
     assert_eq!(nonce(&a).len(), 43);
 }
+
+#[test]
+fn a_register_must_answer_this_sessions_challenge_by_its_id() {
+    let (server, challenge) =
+        ServerChallenge::issue(&gateway(), example_time(), NONCE_TTL).expect("rng");
+    let (_, other) = ServerChallenge::issue(&gateway(), example_time(), NONCE_TTL).expect("rng");
+    let claim = || {
+        register_claiming(
+            &challenge,
+            alice().did(),
+            alice().did().public_key_multibase(),
+        )
+    };
+    let check = |envelope: Envelope, server: ServerChallenge| {
+        let register = envelope.sign(&alice()).expect("sign");
+        server.verify(&receive(&register), audience_is_ours, example_time())
+    };
+    let uncorrelated = check(claim(), server).expect_err("no correlation_id");
+    assert_eq!(uncorrelated, RegistrationError::WrongChallenge);
+    assert_eq!(uncorrelated.code(), ErrorCode::InvalidNonce);
+
+    let (server, challenge) =
+        ServerChallenge::issue(&gateway(), example_time(), NONCE_TTL).expect("rng");
+    let claim = || {
+        register_claiming(
+            &challenge,
+            alice().did(),
+            alice().did().public_key_multibase(),
+        )
+    };
+    let wrong = check(claim().in_reply_to(other.envelope().id), server);
+    assert_eq!(
+        wrong.expect_err("another challenge's id"),
+        RegistrationError::WrongChallenge
+    );
+
+    let (server, challenge) =
+        ServerChallenge::issue(&gateway(), example_time(), NONCE_TTL).expect("rng");
+    let answer = register_claiming(
+        &challenge,
+        alice().did(),
+        alice().did().public_key_multibase(),
+    )
+    .in_reply_to(challenge.envelope().id);
+    assert!(check(answer, server).is_ok(), "the CHALLENGE's own id");
+}

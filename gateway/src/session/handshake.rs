@@ -40,6 +40,9 @@ pub(super) async fn register(
 
     if !state.limits.allow_registration_from(peer.remote.ip()) {
         metrics::registration_failed(ErrorCode::RateLimited);
+        state
+            .refusals
+            .note("registration_rate_limited", peer.remote.ip());
         let error = state.error(
             None,
             ErrorCode::RateLimited,

@@ -10,10 +10,10 @@
 
 mod handshake;
 mod relay;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -177,7 +177,6 @@ pub async fn run(state: Arc<GatewayState>, socket: WebSocket, peer: Peer) {
     // Counted before the goodbye is written: a client blocked on its socket can delay that.
     metrics::connection_closed(ending.reason);
     conn.finish(&ending).await;
-    state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Closes a connection over the limit with 1013 (try again later). The close reply is not

@@ -3,20 +3,23 @@
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use governor::DefaultDirectRateLimiter;
 use ioap_protocol::handshake::Registration;
 use ioap_protocol::payload::Ping;
-use ioap_protocol::{Body, CloseCode, Did, ErrorCode, MessageId};
+use ioap_protocol::{Body, CloseCode, Did, ErrorCode};
 use tokio::sync::mpsc;
-use tokio::time::{Instant as TokioInstant, sleep_until};
+use tokio::time::{Instant as TokioInstant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::throttle::Throttle;
 use super::{Conn, Ending, Peer, read_failed};
+use crate::limits::Wait;
 use crate::metrics;
 use crate::registry::{AgentRecord, Outbound, PushError};
 use crate::routing::{self, Action, SessionView};
@@ -24,8 +27,8 @@ use crate::state::GatewayState;
 
 /// Most queued frames written before one flush.
 const WRITE_BATCH_FRAMES: usize = 32;
-/// Rate-limited frames in a row after which the session is closed (4006).
-const RATE_LIMITED_BEFORE_CLOSE: u32 = 256;
+/// Far enough ahead to stand for "never" in a timer that is only armed while a frame waits.
+const NEVER: Duration = Duration::from_secs(86_400 * 365);
 
 /// A registered session.
 pub(super) struct Session {
@@ -37,7 +40,10 @@ pub(super) struct Session {
     rate: Option<DefaultDirectRateLimiter>,
     peer_ip: IpAddr,
     malformed_in_a_row: u32,
-    limited_in_a_row: u32,
+    throttle: Throttle,
+    /// A frame read while the rate budget was empty, handled when the budget has room; the
+    /// socket is not read meanwhile (backpressure).
+    waiting: Option<Utf8Bytes>,
 }
 
 /// What handling one frame led to.
@@ -80,7 +86,8 @@ impl Session {
             rate: state.limits.session_limiter(),
             peer_ip: peer.remote.ip(),
             malformed_in_a_row: 0,
-            limited_in_a_row: 0,
+            throttle: Throttle::new(state.config.flood_close_after),
+            waiting: None,
         }
     }
 
@@ -123,6 +130,8 @@ impl Session {
         let replaced_token = self.replaced.clone();
         let replaced = replaced_token.cancelled();
         tokio::pin!(replaced);
+        let budget = sleep_until(TokioInstant::now() + NEVER);
+        tokio::pin!(budget);
         loop {
             tokio::select! {
                 biased;
@@ -135,11 +144,18 @@ impl Session {
                     return Err(Ending::fail("replaced", error, CloseCode::SessionReplaced));
                 }
                 Some(out) = self.queue.recv() => self.write_queued(conn, out).await?,
-                frame = conn.socket.recv() => {
+                () = &mut budget, if self.waiting.is_some() => {
+                    if let Some(text) = self.waiting.take() {
+                        self.on_text(conn, text, budget.as_mut()).await?;
+                    }
+                }
+                frame = conn.socket.recv(), if self.waiting.is_none() => {
                     last_heard = TokioInstant::now();
                     self.record.touch(state.now());
                     match frame {
-                        Some(Ok(Message::Text(text))) => self.on_text(conn, text).await?,
+                        Some(Ok(Message::Text(text))) => {
+                            self.on_text(conn, text, budget.as_mut()).await?;
+                        }
                         Some(Ok(Message::Binary(_))) => {
                             let error = state.error(Some(self.did()), ErrorCode::MalformedMessage,
                                 "binary frames are not part of ioap.v1; send JSON text", None);
@@ -183,41 +199,66 @@ impl Session {
         Ok(())
     }
 
+    /// Counts a malformed frame; the run of `max_consecutive_malformed` closes the session.
     fn count_malformed(&mut self) -> Result<(), Ending> {
         self.malformed_in_a_row += 1;
-        if self.malformed_in_a_row > self.state.config.max_consecutive_malformed {
+        if self.malformed_in_a_row >= self.state.config.max_consecutive_malformed {
             return Err(Ending::close("malformed", CloseCode::PolicyViolation));
         }
         Ok(())
     }
 
-    fn allow_frame(&self) -> bool {
-        self.rate.as_ref().is_none_or(|r| r.check().is_ok())
-            && self.state.limits.allow_frame_from(self.peer_ip)
-    }
-
-    /// One text frame: rate limits, then routing.
-    async fn on_text(&mut self, conn: &mut Conn, text: Utf8Bytes) -> Result<(), Ending> {
-        if !self.allow_frame() {
-            self.limited_in_a_row += 1;
-            let error = self.state.error(
-                Some(self.did()),
-                ErrorCode::RateLimited,
-                "rate limit exceeded; slow down",
-                peek_id(&text),
-            );
-            conn.send(error).await?;
-            if self.limited_in_a_row > RATE_LIMITED_BEFORE_CLOSE {
-                return Err(Ending::close("rate_limited", CloseCode::RateLimited));
-            }
-            return Ok(());
+    /// One text frame: the rate budget, then routing. Over budget, the frame waits (and the
+    /// socket is not read) until `budget` fires; §10 *Rate limits*.
+    async fn on_text(
+        &mut self,
+        conn: &mut Conn,
+        text: Utf8Bytes,
+        budget: Pin<&mut Sleep>,
+    ) -> Result<(), Ending> {
+        let limiter = self.rate.as_ref();
+        if let Err(wait) = self.state.limits.take_frame(limiter, self.peer_ip) {
+            return self.wait_for_budget(conn, text, wait, budget).await;
         }
-        self.limited_in_a_row = 0;
         match self.handle(conn, text).await? {
             Handled::Ok => self.malformed_in_a_row = 0,
             Handled::Malformed => self.count_malformed()?,
             Handled::Unregister => return Err(Ending::close("unregistered", CloseCode::Normal)),
         }
+        Ok(())
+    }
+
+    async fn wait_for_budget(
+        &mut self,
+        conn: &mut Conn,
+        text: Utf8Bytes,
+        wait: Wait,
+        budget: Pin<&mut Sleep>,
+    ) -> Result<(), Ending> {
+        let verdict = self.throttle.waited(Instant::now(), wait.own);
+        if verdict.close {
+            self.state.refusals.note("flood_closed", self.peer_ip);
+            return Err(Ending::close("rate_limited", CloseCode::RateLimited));
+        }
+        if verdict.notice {
+            self.state.refusals.note("rate_limited", self.peer_ip);
+            let whose = if wait.own {
+                "this agent's"
+            } else {
+                "this address's"
+            };
+            let message = format!(
+                "over {whose} rate limit: frames are delayed, not dropped, while the gateway \
+                 stops reading; an agent over its limit for {} s is closed (4006)",
+                self.state.config.flood_close_after.as_secs()
+            );
+            let notice = self
+                .state
+                .error(Some(self.did()), ErrorCode::RateLimited, message, None);
+            conn.send(notice).await?;
+        }
+        self.waiting = Some(text);
+        budget.reset(TokioInstant::now() + wait.duration);
         Ok(())
     }
 
@@ -306,15 +347,4 @@ fn relay(
             }
             PushError::Gone => ErrorCode::UnknownAgent,
         })
-}
-
-/// The `id` of a frame, to correlate a refusal without decoding the whole envelope.
-fn peek_id(text: &str) -> Option<MessageId> {
-    #[derive(serde::Deserialize)]
-    struct Id<'a> {
-        #[serde(borrow)]
-        id: Option<std::borrow::Cow<'a, str>>,
-    }
-    let id: Id<'_> = serde_json::from_str(text).ok()?;
-    MessageId::parse(&id.id?).ok()
 }
