@@ -148,6 +148,9 @@ async fn http<S>(
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
+                if error.is_timeout() {
+                    state.refusals.note("upgrade_timeout", remote.ip());
+                }
                 debug!(%remote, %error, "HTTP connection ended with an error");
             }
             return;
