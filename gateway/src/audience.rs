@@ -12,7 +12,9 @@ pub struct Reached<'a> {
 }
 
 /// Whether `audience` is an address of this gateway: one of `public_urls`, or
-/// `ws[s]://<Host header>/ws` with the scheme matching how the connection arrived.
+/// `ws[s]://<Host header>/ws` with the scheme matching how the connection arrived. Hosts are
+/// compared without regard to case, and an absent port stands for the scheme's default (80
+/// for `ws`, 443 for `wss`) on either side.
 pub fn matches(audience: &str, reached: Reached<'_>, public_urls: &[String]) -> bool {
     let Ok(uri) = audience.parse::<Uri>() else {
         return false;
@@ -25,22 +27,41 @@ pub fn matches(audience: &str, reached: Reached<'_>, public_urls: &[String]) -> 
         && uri.path() == "/ws"
         && uri.query().is_none()
         && match (uri.authority(), reached.host) {
-            (Some(authority), Some(host)) => authority.as_str().eq_ignore_ascii_case(host),
+            (Some(authority), Some(host)) => {
+                let default_port = if reached.tls { 443 } else { 80 };
+                let host = host.parse::<axum::http::uri::Authority>().ok();
+                host.is_some_and(|host| same_address(authority, &host, default_port))
+            }
             _ => false,
         }
+}
+
+/// Host (any case) and port (absent = `default_port`) are equal; no user info allowed.
+fn same_address(
+    a: &axum::http::uri::Authority,
+    b: &axum::http::uri::Authority,
+    default_port: u16,
+) -> bool {
+    !a.as_str().contains('@')
+        && !b.as_str().contains('@')
+        && a.host().eq_ignore_ascii_case(b.host())
+        && a.port_u16().unwrap_or(default_port) == b.port_u16().unwrap_or(default_port)
 }
 
 fn same_url(audience: &Uri, configured: &str) -> bool {
     let Ok(configured) = configured.parse::<Uri>() else {
         return false;
     };
+    let default_port = if configured.scheme_str() == Some("wss") {
+        443
+    } else {
+        80
+    };
     audience.scheme() == configured.scheme()
-        && audience
-            .authority()
-            .map(|a| a.as_str().to_ascii_lowercase())
-            == configured
-                .authority()
-                .map(|a| a.as_str().to_ascii_lowercase())
+        && match (audience.authority(), configured.authority()) {
+            (Some(a), Some(b)) => same_address(a, b, default_port),
+            _ => false,
+        }
         && audience.path() == configured.path()
         && audience.query() == configured.query()
 }
@@ -82,6 +103,46 @@ mod tests {
             },
             &[]
         ));
+    }
+
+    #[test]
+    fn an_absent_port_is_the_schemes_default_on_either_side() {
+        let reached = |tls, host| Reached {
+            tls,
+            host: Some(host),
+        };
+        assert!(matches(
+            "ws://gw.example/ws",
+            reached(false, "gw.example:80"),
+            &[]
+        ));
+        assert!(matches(
+            "ws://gw.example:80/ws",
+            reached(false, "GW.example"),
+            &[]
+        ));
+        assert!(matches(
+            "wss://gw.example/ws",
+            reached(true, "gw.example:443"),
+            &[]
+        ));
+        assert!(!matches(
+            "ws://gw.example/ws",
+            reached(false, "gw.example:8080"),
+            &[]
+        ));
+        assert!(!matches(
+            "wss://gw.example/ws",
+            reached(true, "gw.example:80"),
+            &[]
+        ));
+        assert!(!matches(
+            "ws://u@gw.example/ws",
+            reached(false, "gw.example"),
+            &[]
+        ));
+        let public = vec!["wss://gw.example.com/ws".to_owned()];
+        assert!(matches("wss://gw.example.com:443/ws", PLAIN, &public));
     }
 
     #[test]

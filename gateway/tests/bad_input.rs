@@ -2,7 +2,7 @@
 
 mod support;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use ioap_protocol::payload::Ping;
 use ioap_protocol::{Body, CloseCode, ErrorCode};
 use support::*;

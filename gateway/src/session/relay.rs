@@ -235,7 +235,9 @@ impl Session {
         wait: Wait,
         budget: Pin<&mut Sleep>,
     ) -> Result<(), Ending> {
-        let verdict = self.throttle.waited(Instant::now(), wait.own);
+        let verdict = self
+            .throttle
+            .waited(Instant::now(), wait.duration, wait.own);
         if verdict.close {
             self.state.refusals.note("flood_closed", self.peer_ip);
             return Err(Ending::close("rate_limited", CloseCode::RateLimited));
