@@ -26,8 +26,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: u32 = 4096;
 /// Descriptors kept for everything but connections (listener, runtime, log files, ...).
 const FD_MARGIN: usize = 64;
-/// How often the janitor looks at its chores.
-const JANITOR_TICK: Duration = Duration::from_secs(1);
+/// How often the janitor looks at its chores (the most frequent is the metrics upkeep).
+const JANITOR_TICK: Duration = metrics::UPKEEP_INTERVAL;
 
 /// The entry point for embedding a gateway.
 #[derive(Debug)]

@@ -2,57 +2,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 
 use ioap_protocol::handshake::Advertisement;
 use ioap_protocol::{CloseCode, Identity};
+use support::process::{BINARY, spawn};
 use support::*;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_ioap-gateway");
-
-/// A gateway process and the address it reported.
-struct Process {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary with `args` and `env` and waits for its "listening" log line.
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
-    let mut child = Command::new(BINARY)
-        .args(["--log-format", "json"])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ioap-gateway");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if json["fields"]["message"] == "ioap gateway listening" {
-                let address = json["fields"]["address"].as_str().unwrap_or("").to_owned();
-                let _ = tx.send(address);
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(WAIT)
-        .expect("the gateway reports its address");
-    Process { child, address }
-}
 
 #[test]
 fn help_documents_every_setting_with_its_environment_variable() {
@@ -74,6 +29,9 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "--registrations-per-ip-per-min",
         "--allowlist",
         "--verify-relayed",
+        "--upgrade-timeout-secs",
+        "--max-connections-per-ip",
+        "--flood-close-after-secs",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
         let env = format!(

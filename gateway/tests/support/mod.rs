@@ -2,6 +2,8 @@
 //! registration handshake with `ioap-protocol`, and reads what the gateway sends.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -1,0 +1,64 @@
+//! The `ioap-gateway` binary as a child process of a test.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use super::WAIT;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_ioap-gateway");
+
+/// A gateway process and the address it reported.
+pub struct Process {
+    pub child: Child,
+    pub address: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `args` and `env` and waits for its "listening" log line.
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
+    let mut child = Command::new(BINARY)
+        .args(["--log-format", "json"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ioap-gateway");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if json["fields"]["message"] == "ioap gateway listening" {
+                let address = json["fields"]["address"].as_str().unwrap_or("").to_owned();
+                let _ = tx.send(address);
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(WAIT)
+        .expect("the gateway reports its address");
+    Process { child, address }
+}
+
+impl Process {
+    /// The process's resident set size, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("process status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
