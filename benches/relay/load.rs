@@ -22,7 +22,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::servers::{Kind, Server};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A client WebSocket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Sink = SplitSink<Ws, Message>;
 type Stream = SplitStream<Ws>;
 
@@ -46,28 +47,62 @@ pub struct Outcome {
     pub p99_us: f64,
     /// Relay RSS growth per registered idle agent (KiB).
     pub rss_per_agent_kb: f64,
+    /// The relay's CPU time per delivered frame (µs), over the measured seconds.
+    pub cpu_us_per_frame: f64,
 }
 
-struct Agent {
-    identity: Identity,
-    ws: Ws,
+/// How hard the pairs send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// As fast as the windows allow.
+    Saturating,
+    /// This many frames per second in total, spread evenly over the pairs.
+    PerSecond(f64),
+}
+
+/// A registered client of the relay.
+pub struct Agent {
+    /// Its identity.
+    pub identity: Identity,
+    /// Its WebSocket.
+    pub ws: Ws,
 }
 
 async fn connect(kind: Kind, url: String) -> anyhow::Result<Agent> {
+    connect_from(kind, url, None).await
+}
+
+/// Connects from `source` (another loopback address stands for another client machine) and
+/// registers.
+pub async fn connect_from(
+    kind: Kind,
+    url: String,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<Agent> {
     let identity = Identity::generate()?;
     let mut request = url.as_str().into_client_request()?;
-    if kind == Kind::Gateway {
+    if kind.is_gateway() {
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("ioap.v1"),
         );
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
+    let (mut ws, _) = match source {
+        None => tokio_tungstenite::connect_async_with_config(request, None, true).await?,
+        Some(source) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::new(source, 0))?;
+            let host = request.uri().authority().context("address")?.as_str();
+            let stream = socket.connect(host.parse()?).await?;
+            stream.set_nodelay(true)?;
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?
+        }
+    };
     match kind {
         Kind::Bare => {
             ws.send(Message::text(identity.did().to_string())).await?;
         }
-        Kind::Gateway => {
+        Kind::Gateway | Kind::GatewayLimited => {
             let challenge = next_text(&mut ws).await?;
             let challenge = ReceivedEnvelope::decode(challenge.as_bytes())?;
             let mut handshake = ClientHandshake::new(url, None);
@@ -98,6 +133,7 @@ pub async fn run(
     agents: usize,
     seconds: Duration,
     inflight: usize,
+    pace: Pace,
 ) -> anyhow::Result<Outcome> {
     let agents = agents.max(2) & !1;
     let server = Server::spawn(kind)?;
@@ -119,28 +155,24 @@ pub async fn run(
     let refused = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let mut receivers = Vec::new();
+    let pairs = agents / 2;
     let mut agents_iter = connected.into_iter();
     while let (Some(from), Some(to)) = (agents_iter.next(), agents_iter.next()) {
-        let frame: Utf8Bytes = Envelope::new(
-            from.identity.did(),
-            Some(to.identity.did()),
-            Body::Offer(SessionDescription {
-                sdp: ioap_protocol::samples::example_sdp(),
-            }),
-            Timestamp::from_system_time(SystemTime::now()),
-        )
-        .sign(&from.identity)?
-        .into_string()
-        .into();
+        let frame = offer(&from, &to)?;
         let fifo: Arc<Mutex<VecDeque<(Instant, OwnedSemaphorePermit, OwnedSemaphorePermit)>>> =
             Arc::default();
         let (sink, from_stream) = from.ws.split();
         let (_unused_sink, to_stream) = to.ws.split();
+        let period = match pace {
+            Pace::Saturating => None,
+            Pace::PerSecond(rate) => Some(Duration::from_secs_f64(pairs as f64 / rate)),
+        };
         tasks.push(tokio::spawn(send_loop(
             sink,
             frame,
             Arc::clone(&global),
             Arc::clone(&fifo),
+            period,
         )));
         tasks.push(tokio::spawn(count_refusals(
             from_stream,
@@ -163,11 +195,13 @@ pub async fn run(
     tokio::time::sleep(WARM_UP).await;
     let start_count = delivered.load(Ordering::Relaxed);
     measuring.store(true, Ordering::Relaxed);
+    let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
     tokio::time::sleep(seconds).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let count = delivered.load(Ordering::Relaxed) - start_count;
+    let cpu = server.cpu_seconds()? - cpu_before;
     for task in &tasks {
         task.abort();
     }
@@ -187,6 +221,7 @@ pub async fn run(
         p50_us: histogram.value_at_quantile(0.5) as f64,
         p99_us: histogram.value_at_quantile(0.99) as f64,
         rss_per_agent_kb,
+        cpu_us_per_frame: cpu * 1e6 / count.max(1) as f64,
     })
 }
 
@@ -195,9 +230,20 @@ async fn send_loop(
     frame: Utf8Bytes,
     global: Arc<Semaphore>,
     fifo: Arc<Mutex<VecDeque<(Instant, OwnedSemaphorePermit, OwnedSemaphorePermit)>>>,
+    period: Option<Duration>,
 ) {
     let window = Arc::new(Semaphore::new(PAIR_WINDOW));
+    let mut ticker = period.map(|period| {
+        // Pairs start spread over one period, so the paced load is even, not bursts.
+        let offset = period.mul_f64(rand_fraction());
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
     loop {
+        if let Some(ticker) = ticker.as_mut() {
+            ticker.tick().await;
+        }
         let Ok(pair_permit) = Arc::clone(&window).acquire_owned().await else {
             return;
         };
@@ -242,4 +288,28 @@ async fn count_refusals(mut stream: Stream, refused: Arc<AtomicU64>) {
             refused.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A fraction in [0, 1) from the clock's nanoseconds (spreading start times needs no more).
+fn rand_fraction() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// A signed OFFER from `from` to `to` (the relayed frame of every benchmark).
+pub fn offer(from: &Agent, to: &Agent) -> anyhow::Result<Utf8Bytes> {
+    Ok(Envelope::new(
+        from.identity.did(),
+        Some(to.identity.did()),
+        Body::Offer(SessionDescription {
+            sdp: ioap_protocol::samples::example_sdp(),
+        }),
+        Timestamp::from_system_time(SystemTime::now()),
+    )
+    .sign(&from.identity)?
+    .into_string()
+    .into())
 }
