@@ -54,8 +54,9 @@ pub struct GatewayConfig {
     /// Malformed frames in a row that close a session (the last one gets its ERROR, then
     /// 1008).
     pub max_consecutive_malformed: u32,
-    /// A session that has had to wait for its own rate budget in every second of this long is
-    /// closed with 4006 (PROTOCOL_DESIGN.md §10, *Rate limits*).
+    /// A session whose frames keep waiting for its own rate budget this long (each wait
+    /// beginning within 1 s of the previous one's end) is closed with 4006
+    /// (PROTOCOL_DESIGN.md §10, *Rate limits*).
     pub flood_close_after: Duration,
     /// Verify the signature of every relayed frame (off by default: receivers verify end to
     /// end).

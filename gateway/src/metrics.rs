@@ -10,6 +10,8 @@ use ioap_protocol::{ErrorCode, MessageType};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::refusals::Reason;
+
 /// Open WebSocket connections (gauge).
 pub const CONNECTIONS_OPEN: &str = "ioap_gateway_connections_open";
 /// WebSocket connections accepted (counter).
@@ -68,8 +70,8 @@ pub fn install() -> PrometheusHandle {
             // still renders what it is given (nothing), and theirs gets the data.
             let _ = metrics::set_global_recorder(recorder);
             describe();
-            for reason in crate::refusals::REASONS {
-                counter!(REFUSALS, "reason" => *reason).absolute(0);
+            for reason in Reason::ALL {
+                counter!(REFUSALS, "reason" => reason.as_str()).absolute(0);
             }
             let _ = HOT.set(HotPath {
                 relayed: MessageType::ALL
@@ -163,9 +165,9 @@ pub fn relay_latency(elapsed: Duration) {
     }
 }
 
-/// A refusal for `reason` (one of `refusals::REASONS`).
-pub fn refused(reason: &'static str) {
-    counter!(REFUSALS, "reason" => reason).increment(1);
+/// A refusal for `reason`.
+pub fn refused(reason: Reason) {
+    counter!(REFUSALS, "reason" => reason.as_str()).increment(1);
 }
 
 /// Drains recorded samples into the histograms (call every [`UPKEEP_INTERVAL`]).

@@ -14,16 +14,51 @@ use crate::metrics;
 /// How often the aggregated lines are written.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Every refusal reason, as it appears in the metric's `reason` label and in the log.
-pub const REASONS: &[&str] = &[
-    "connection_limit",
-    "per_ip_connection_limit",
-    "upgrade_timeout",
-    "tls_handshake_failed",
-    "registration_rate_limited",
-    "rate_limited",
-    "flood_closed",
-];
+/// Why something was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The connection limit and its reserve were full at accept.
+    ConnectionLimit,
+    /// The address held its maximum of connections at accept.
+    PerIpConnectionLimit,
+    /// The connection did not upgrade within the upgrade deadline.
+    UpgradeTimeout,
+    /// The TLS handshake failed.
+    TlsHandshakeFailed,
+    /// The address exceeded its registration rate.
+    RegistrationRateLimited,
+    /// A session was throttled (one per RATE_LIMITED notice).
+    RateLimited,
+    /// A session stayed over its limit for the flood time and was closed (4006).
+    FloodClosed,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 7] = [
+        Reason::ConnectionLimit,
+        Reason::PerIpConnectionLimit,
+        Reason::UpgradeTimeout,
+        Reason::TlsHandshakeFailed,
+        Reason::RegistrationRateLimited,
+        Reason::RateLimited,
+        Reason::FloodClosed,
+    ];
+
+    /// The name in the metric's `reason` label and in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ConnectionLimit => "connection_limit",
+            Reason::PerIpConnectionLimit => "per_ip_connection_limit",
+            Reason::UpgradeTimeout => "upgrade_timeout",
+            Reason::TlsHandshakeFailed => "tls_handshake_failed",
+            Reason::RegistrationRateLimited => "registration_rate_limited",
+            Reason::RateLimited => "rate_limited",
+            Reason::FloodClosed => "flood_closed",
+        }
+    }
+}
 
 /// What was refused since the last flush.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,12 +72,12 @@ pub struct Tally {
 /// The refusals of the current interval, by reason (a fixed set of names: bounded).
 #[derive(Debug, Default)]
 pub struct Refusals {
-    tallies: Mutex<BTreeMap<&'static str, Tally>>,
+    tallies: Mutex<BTreeMap<Reason, Tally>>,
 }
 
 impl Refusals {
-    /// Counts one refusal of `remote` for `reason` (one of [`REASONS`]).
-    pub fn note(&self, reason: &'static str, remote: IpAddr) {
+    /// Counts one refusal of `remote` for `reason`.
+    pub fn note(&self, reason: Reason, remote: IpAddr) {
         metrics::refused(reason);
         let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
         tallies
@@ -55,7 +90,7 @@ impl Refusals {
     }
 
     /// Takes the interval's tallies, leaving it empty.
-    pub fn take(&self) -> BTreeMap<&'static str, Tally> {
+    pub fn take(&self) -> BTreeMap<Reason, Tally> {
         std::mem::take(&mut *self.tallies.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -63,7 +98,7 @@ impl Refusals {
     pub fn log(&self) {
         for (reason, tally) in self.take() {
             warn!(
-                reason,
+                reason = reason.as_str(),
                 count = tally.count,
                 sample_remote = %tally.sample,
                 interval_s = LOG_INTERVAL.as_secs(),
@@ -83,20 +118,20 @@ mod tests {
         let a = IpAddr::from([127, 0, 0, 2]);
         let b = IpAddr::from([127, 0, 0, 3]);
         for _ in 0..1000 {
-            refusals.note("rate_limited", a);
+            refusals.note(Reason::RateLimited, a);
         }
-        refusals.note("rate_limited", b);
-        refusals.note("upgrade_timeout", b);
+        refusals.note(Reason::RateLimited, b);
+        refusals.note(Reason::UpgradeTimeout, b);
         let tallies = refusals.take();
         assert_eq!(tallies.len(), 2);
         assert_eq!(
-            tallies["rate_limited"],
+            tallies[&Reason::RateLimited],
             Tally {
                 count: 1001,
                 sample: a
             }
         );
-        assert_eq!(tallies["upgrade_timeout"].count, 1);
+        assert_eq!(tallies[&Reason::UpgradeTimeout].count, 1);
         assert!(refusals.take().is_empty(), "each interval starts empty");
     }
 }

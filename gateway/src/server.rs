@@ -2,9 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ioap_protocol::{Did, Identity};
@@ -26,7 +24,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: u32 = 4096;
 /// Descriptors kept for everything but connections (listener, runtime, log files, ...).
 const FD_MARGIN: usize = 64;
-/// How often the janitor looks at its chores (the most frequent is the metrics upkeep).
+/// How often the janitor runs: the metrics upkeep's interval; its other chores are rarer.
 const JANITOR_TICK: Duration = metrics::UPKEEP_INTERVAL;
 
 /// The entry point for embedding a gateway.
@@ -119,12 +117,11 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Periodic upkeep: prunes idle rate-limit buckets, drains metric samples, and writes the
-/// aggregated refusal lines.
+/// Periodic upkeep: drains metric samples (every tick), prunes idle rate-limit buckets, and
+/// writes the aggregated refusal lines.
 async fn janitor(state: Arc<GatewayState>) {
     let mut tick = tokio::time::interval(JANITOR_TICK);
     let mut last_prune = Instant::now();
-    let mut last_upkeep = Instant::now();
     let mut last_refusal_log = Instant::now();
     loop {
         tokio::select! {
@@ -139,10 +136,7 @@ async fn janitor(state: Arc<GatewayState>) {
             state.limits.prune();
             last_prune = now;
         }
-        if now - last_upkeep >= metrics::UPKEEP_INTERVAL {
-            metrics::upkeep(&state.metrics);
-            last_upkeep = now;
-        }
+        metrics::upkeep(&state.metrics);
         if now - last_refusal_log >= refusals::LOG_INTERVAL {
             state.refusals.log();
             last_refusal_log = now;

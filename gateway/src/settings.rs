@@ -76,8 +76,8 @@ pub struct Settings {
     /// Registrations per client IP per minute; 0 = unlimited [default: 1200].
     #[arg(long, env = "IOAP_REGISTRATIONS_PER_IP_PER_MIN", value_name = "N")]
     pub registrations_per_ip_per_min: Option<u32>,
-    /// Seconds a session may keep exceeding its rate limit (throttled in every second) before
-    /// it is closed with 4006 [default: 10].
+    /// Seconds a session may stay over its own rate limit without a break (its frames
+    /// waiting for budget) before it is closed with 4006 [default: 10].
     #[arg(long, env = "IOAP_FLOOD_CLOSE_AFTER_SECS", value_name = "SECS")]
     pub flood_close_after_secs: Option<u64>,
     /// Verify the signature of every relayed frame [default: false].

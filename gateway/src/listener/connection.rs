@@ -22,6 +22,7 @@ use tower_service::Service;
 use tracing::debug;
 
 use super::slots::{Admission, Slot};
+use crate::refusals::Reason;
 use crate::state::GatewayState;
 
 /// A reserve connection (`/health` only) gets at most this long.
@@ -109,9 +110,9 @@ pub async fn serve(
         }
         Ok(Err(error)) => {
             debug!(%remote, %error, "TLS handshake failed");
-            state.refusals.note("tls_handshake_failed", remote.ip());
+            state.refusals.note(Reason::TlsHandshakeFailed, remote.ip());
         }
-        Err(_) => state.refusals.note("upgrade_timeout", remote.ip()),
+        Err(_) => state.refusals.note(Reason::UpgradeTimeout, remote.ip()),
     }
 }
 
@@ -149,7 +150,7 @@ async fn http<S>(
         result = connection.as_mut() => {
             if let Err(error) = result {
                 if error.is_timeout() {
-                    state.refusals.note("upgrade_timeout", remote.ip());
+                    state.refusals.note(Reason::UpgradeTimeout, remote.ip());
                 }
                 debug!(%remote, %error, "HTTP connection ended with an error");
             }
@@ -157,7 +158,7 @@ async fn http<S>(
         }
         () = sleep_until(deadline) => {
             if !requested.load(Ordering::Relaxed) {
-                state.refusals.note("upgrade_timeout", remote.ip());
+                state.refusals.note(Reason::UpgradeTimeout, remote.ip());
             }
         }
         () = state.shutdown.cancelled() => {}

@@ -90,7 +90,7 @@ async fn accept_loop(
             }
             Err(refusal) => {
                 crate::metrics::connection_refused();
-                state.refusals.note(refusal.as_str(), remote.ip());
+                state.refusals.note(refusal, remote.ip());
                 drop(stream);
             }
         }

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::refusals::Reason;
+
 /// Connections admitted beyond the limit, for `/health` and for the 1013 refusal.
 pub const RESERVE: usize = 16;
 /// Reserve connections one address may hold.
@@ -22,25 +24,6 @@ pub enum Admission {
     Full,
     /// In the reserve: `/health` only.
     Reserve,
-}
-
-/// Why a connection was refused at accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The address holds its maximum of connections.
-    PerIpLimit,
-    /// The gateway's limit and its reserve are full.
-    ConnectionLimit,
-}
-
-impl Refusal {
-    /// The label in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::PerIpLimit => "per_ip_connection_limit",
-            Refusal::ConnectionLimit => "connection_limit",
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -80,7 +63,7 @@ impl ConnectionSlots {
     }
 
     /// Takes a slot for a connection from `ip`, or says why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Reason> {
         let mut counts = self.counts();
         let counts = &mut *counts;
         let per_ip = counts.per_ip.entry(ip).or_default();
@@ -98,9 +81,9 @@ impl ConnectionSlots {
             }
             None => {
                 let refusal = if self.max_per_ip != 0 && per_ip.full >= self.max_per_ip {
-                    Refusal::PerIpLimit
+                    Reason::PerIpConnectionLimit
                 } else {
-                    Refusal::ConnectionLimit
+                    Reason::ConnectionLimit
                 };
                 if per_ip.full == 0 && per_ip.reserve == 0 {
                     counts.per_ip.remove(&ip);
@@ -193,7 +176,7 @@ mod tests {
             .map(|i| slots.admit(ip(10 + i / 2)).expect("reserve"))
             .collect();
         assert!(reserve.iter().all(|s| s.admission() == Admission::Reserve));
-        assert_eq!(slots.admit(ip(99)).err(), Some(Refusal::ConnectionLimit));
+        assert_eq!(slots.admit(ip(99)).err(), Some(Reason::ConnectionLimit));
         drop(a);
         assert_eq!(
             slots.admit(ip(99)).map(|s| s.admission()).ok(),
@@ -209,7 +192,7 @@ mod tests {
         let r1 = slots.admit(ip(2)).expect("reserve");
         let _r2 = slots.admit(ip(2)).expect("reserve");
         assert_eq!(r1.admission(), Admission::Reserve);
-        assert_eq!(slots.admit(ip(2)).err(), Some(Refusal::PerIpLimit));
+        assert_eq!(slots.admit(ip(2)).err(), Some(Reason::PerIpConnectionLimit));
         assert_eq!(
             slots.admit(ip(3)).map(|s| s.admission()).ok(),
             Some(Admission::Full),

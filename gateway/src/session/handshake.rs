@@ -14,6 +14,7 @@ use super::relay::Session;
 use super::{Conn, Ending, Peer, read_failed};
 use crate::audience::{self, Reached};
 use crate::metrics;
+use crate::refusals::Reason;
 use crate::state::GatewayState;
 
 /// A refused registration: counted, answered with ERROR, closed with 4002.
@@ -42,7 +43,7 @@ pub(super) async fn register(
         metrics::registration_failed(ErrorCode::RateLimited);
         state
             .refusals
-            .note("registration_rate_limited", peer.remote.ip());
+            .note(Reason::RegistrationRateLimited, peer.remote.ip());
         let error = state.error(
             None,
             ErrorCode::RateLimited,

@@ -21,6 +21,7 @@ use super::throttle::Throttle;
 use super::{Conn, Ending, Peer, read_failed};
 use crate::limits::Wait;
 use crate::metrics;
+use crate::refusals::Reason;
 use crate::registry::{AgentRecord, Outbound, PushError};
 use crate::routing::{self, Action, SessionView};
 use crate::state::GatewayState;
@@ -239,11 +240,11 @@ impl Session {
             .throttle
             .waited(Instant::now(), wait.duration, wait.own);
         if verdict.close {
-            self.state.refusals.note("flood_closed", self.peer_ip);
+            self.state.refusals.note(Reason::FloodClosed, self.peer_ip);
             return Err(Ending::close("rate_limited", CloseCode::RateLimited));
         }
         if verdict.notice {
-            self.state.refusals.note("rate_limited", self.peer_ip);
+            self.state.refusals.note(Reason::RateLimited, self.peer_ip);
             let whose = if wait.own {
                 "this agent's"
             } else {
