@@ -1,7 +1,9 @@
 //! What a registered session's frame asks of the gateway (PROTOCOL_DESIGN.md §10), as a plain
 //! function of the frame and the session: no sockets, no registry.
 
-use ioap_protocol::{Body, Did, ErrorCode, MessageId, MessageType, ReceivedEnvelope};
+use ioap_protocol::{
+    Body, DecodeError, Did, ErrorCode, FrameHeader, MessageId, MessageType, ReceivedEnvelope,
+};
 
 /// The gateway's decision about one frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,9 @@ pub struct SessionView<'a> {
 }
 
 /// Decides what to do with a text frame from a registered session.
+///
+/// Frames to relay are read only as far as [`FrameHeader`] reads them (the receiver decodes
+/// the payload and verifies end to end); what the gateway acts on itself is decoded in full.
 pub fn route(frame: &str, session: SessionView<'_>) -> Action {
     let resolve = |text: &str| {
         if text == session.agent_text {
@@ -61,58 +66,28 @@ pub fn route(frame: &str, session: SessionView<'_>) -> Action {
             (session.known)(text)
         }
     };
-    let received = match ReceivedEnvelope::decode_with(frame.as_bytes(), resolve) {
-        Ok(received) => received,
-        Err(error) => {
-            return Action::Reject {
-                code: error.code(),
-                message: error.to_string(),
-                id: error.id,
-            };
-        }
+    let header = match FrameHeader::decode_with(frame.as_bytes(), resolve) {
+        Ok(header) => header,
+        Err(error) => return refuse(error),
     };
-    let envelope = received.envelope();
     let reject = |code, message: String| Action::Reject {
         code,
         message,
-        id: Some(envelope.id),
+        id: Some(header.id),
     };
-    if envelope.from != *session.agent {
+    if header.from != *session.agent {
         return reject(
             ErrorCode::SenderMismatch,
             "\"from\" is not the DID this session registered as".into(),
         );
     }
-    let ty = envelope.message_type();
-    let Some(to) = envelope.to else {
+    let ty = header.ty;
+    let Some(to) = header.to else {
         // Only an ERROR may omit "to"; an agent's ERROR to nobody in particular is noted.
         return Action::Ignore;
     };
     if to == *session.gateway {
-        // The gateway acts on these two, so it verifies them first (§5.2).
-        let acts = matches!(envelope.body, Body::Ping(_) | Body::Unregister(_));
-        if acts && received.verify().is_err() {
-            return reject(
-                ErrorCode::InvalidSignature,
-                "signature does not verify".into(),
-            );
-        }
-        return match &envelope.body {
-            Body::Ping(ping) => Action::Pong {
-                id: envelope.id,
-                sequence: ping.sequence,
-            },
-            Body::Unregister(_) => Action::Unregister,
-            Body::Register(_) => reject(
-                ErrorCode::AlreadyRegistered,
-                "this session is already registered".into(),
-            ),
-            Body::Pong(_) | Body::Error(_) => Action::Ignore,
-            _ => reject(
-                ErrorCode::NotRelayed,
-                format!("the gateway does not handle {ty}"),
-            ),
-        };
+        return addressed_to_gateway(frame, resolve);
     }
     if to == *session.agent {
         return reject(
@@ -120,23 +95,75 @@ pub fn route(frame: &str, session: SessionView<'_>) -> Action {
             "an agent does not signal itself".into(),
         );
     }
-    match ty {
-        MessageType::Offer | MessageType::Answer | MessageType::IceCandidate => {
-            if session.verify_relayed && received.verify().is_err() {
-                return reject(
-                    ErrorCode::InvalidSignature,
-                    "signature does not verify".into(),
-                );
-            }
-            Action::Relay {
-                to,
-                ty,
-                id: envelope.id,
-            }
-        }
-        _ => reject(
+    if !matches!(
+        ty,
+        MessageType::Offer | MessageType::Answer | MessageType::IceCandidate
+    ) {
+        return reject(
             ErrorCode::NotRelayed,
             format!("the gateway relays only OFFER, ANSWER and ICE_CANDIDATE, not {ty}"),
+        );
+    }
+    if session.verify_relayed {
+        let verified = ReceivedEnvelope::decode_with(frame.as_bytes(), resolve)
+            .map_err(refuse)
+            .and_then(|received| {
+                received
+                    .verify()
+                    .map_err(|_| reject(ErrorCode::InvalidSignature, BAD_SIGNATURE.into()))
+            });
+        if let Err(refusal) = verified {
+            return refusal;
+        }
+    }
+    Action::Relay {
+        to,
+        ty,
+        id: header.id,
+    }
+}
+
+const BAD_SIGNATURE: &str = "signature does not verify";
+
+fn refuse(error: DecodeError) -> Action {
+    Action::Reject {
+        code: error.code(),
+        message: error.to_string(),
+        id: error.id,
+    }
+}
+
+/// A frame addressed to the gateway, decoded in full; PING and UNREGISTER are verified
+/// before they are acted on (§5.2).
+fn addressed_to_gateway(frame: &str, resolve: impl Fn(&str) -> Option<Did>) -> Action {
+    let received = match ReceivedEnvelope::decode_with(frame.as_bytes(), resolve) {
+        Ok(received) => received,
+        Err(error) => return refuse(error),
+    };
+    let envelope = received.envelope();
+    let reject = |code, message: String| Action::Reject {
+        code,
+        message,
+        id: Some(envelope.id),
+    };
+    let acts = matches!(envelope.body, Body::Ping(_) | Body::Unregister(_));
+    if acts && received.verify().is_err() {
+        return reject(ErrorCode::InvalidSignature, BAD_SIGNATURE.into());
+    }
+    match &envelope.body {
+        Body::Ping(ping) => Action::Pong {
+            id: envelope.id,
+            sequence: ping.sequence,
+        },
+        Body::Unregister(_) => Action::Unregister,
+        Body::Register(_) => reject(
+            ErrorCode::AlreadyRegistered,
+            "this session is already registered".into(),
+        ),
+        Body::Pong(_) | Body::Error(_) => Action::Ignore,
+        _ => reject(
+            ErrorCode::NotRelayed,
+            format!("the gateway does not handle {}", envelope.message_type()),
         ),
     }
 }
@@ -322,6 +349,35 @@ mod tests {
             route(&frame, f.view(true)),
             Action::Reject {
                 code: ErrorCode::InvalidSignature,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_relayed_payload_is_left_to_the_receiver_unless_verifying() {
+        let f = Fixture::new(alice().did());
+        let frame = signed(&alice(), bob().did(), offer()).replace("\"v=0\"", "5");
+        assert!(matches!(route(&frame, f.view(false)), Action::Relay { .. }));
+        assert!(matches!(
+            route(&frame, f.view(true)),
+            Action::Reject {
+                code: ErrorCode::MalformedMessage,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_relayed_frame_still_needs_a_whole_envelope() {
+        let f = Fixture::new(alice().did());
+        let frame = signed(&alice(), bob().did(), offer())
+            .replace("\"version\":\"1.0\"", "\"version\":\"2.0\"");
+        assert!(matches!(
+            route(&frame, f.view(false)),
+            Action::Reject {
+                code: ErrorCode::UnsupportedVersion,
+                id: Some(_),
                 ..
             }
         ));

@@ -17,7 +17,9 @@ use serde_json::value::RawValue;
 
 use crate::body::{Body, MessageType};
 use crate::did::Did;
-use crate::envelope::{DecodeError, DecodeErrorKind, Envelope, PROTOCOL_VERSION, check_rules};
+use crate::envelope::{
+    DecodeError, DecodeErrorKind, Envelope, PROTOCOL_VERSION, check_presence, check_rules,
+};
 use crate::json::{JsonError, MAX_ENVELOPE_BYTES};
 use crate::message_id::MessageId;
 use crate::signing;
@@ -197,6 +199,56 @@ pub(crate) fn decode(
     bytes: &[u8],
     known: &dyn Fn(&str) -> Option<Did>,
 ) -> Result<(Envelope, Signature), DecodeError> {
+    let members = read_object(bytes)?;
+    let id = message_id(&members);
+    let fail = |kind| DecodeError { kind, id };
+    let head = read_head(&members, known).map_err(fail)?;
+    let payload = members
+        .payload
+        .ok_or(DecodeErrorKind::MissingField("payload"))
+        .map_err(fail)?;
+    let body = Body::from_payload_json(head.ty, payload.get()).map_err(|e| fail(e.into()))?;
+    let envelope = Envelope {
+        id: head.id,
+        from: head.from,
+        to: head.to,
+        timestamp: head.timestamp,
+        correlation_id: head.correlation_id,
+        body,
+    };
+    check_rules(&envelope).map_err(|rule| fail(DecodeErrorKind::Rule(rule)))?;
+    let signature = read_signature(&members).map_err(fail)?;
+    Ok((envelope, signature))
+}
+
+/// Decodes everything of `bytes` but the payload, which must only be a JSON object.
+pub(crate) fn decode_header(
+    bytes: &[u8],
+    known: &dyn Fn(&str) -> Option<Did>,
+) -> Result<Head, DecodeError> {
+    let members = read_object(bytes)?;
+    let id = message_id(&members);
+    let fail = |kind| DecodeError { kind, id };
+    let head = read_head(&members, known).map_err(fail)?;
+    match members.payload {
+        None => return Err(fail(DecodeErrorKind::MissingField("payload"))),
+        Some(payload) if !payload.get().starts_with('{') => {
+            return Err(fail(DecodeErrorKind::BadField {
+                field: "payload",
+                reason: "must be an object".into(),
+            }));
+        }
+        Some(_) => {}
+    }
+    check_presence(head.ty, head.to.is_some(), head.correlation_id.is_some())
+        .map_err(|rule| fail(DecodeErrorKind::Rule(rule)))?;
+    read_signature(&members).map_err(fail)?;
+    Ok(head)
+}
+
+/// Reads the top-level object's members as raw JSON, refusing oversize frames, bad syntax and
+/// unknown or repeated members.
+fn read_object(bytes: &[u8]) -> Result<Members<'_>, DecodeError> {
     let without_id = |kind| DecodeError { kind, id: None };
     if bytes.len() > MAX_ENVELOPE_BYTES {
         return Err(without_id(DecodeErrorKind::Json(JsonError::TooLarge {
@@ -209,32 +261,26 @@ pub(crate) fn decode(
     let members = MembersSeed { problem: &problem }
         .deserialize(&mut deserializer)
         .and_then(|members| deserializer.end().map(|()| members));
-    let members = match (members, problem.take()) {
-        (Ok(members), Some(kind)) => {
-            return Err(DecodeError {
-                kind,
-                id: message_id(&members),
-            });
-        }
-        (Err(_), Some(kind)) => return Err(without_id(kind)),
-        (Ok(members), None) => members,
-        (Err(e), None) => {
-            return Err(without_id(DecodeErrorKind::Json(JsonError::Syntax(
-                e.to_string(),
-            ))));
-        }
-    };
-    let id = message_id(&members);
-    let fail = |kind| DecodeError { kind, id };
-    let envelope = read_members(&members, known).map_err(fail)?;
-    let signature = required(members.signature, "signature")
+    match (members, problem.take()) {
+        (Ok(members), Some(kind)) => Err(DecodeError {
+            kind,
+            id: message_id(&members),
+        }),
+        (Err(_), Some(kind)) => Err(without_id(kind)),
+        (Ok(members), None) => Ok(members),
+        (Err(e), None) => Err(without_id(DecodeErrorKind::Json(JsonError::Syntax(
+            e.to_string(),
+        )))),
+    }
+}
+
+fn read_signature(members: &Members<'_>) -> Result<Signature, DecodeErrorKind> {
+    required(members.signature, "signature")
         .map_err(|kind| match kind {
             DecodeErrorKind::BadField { .. } => DecodeErrorKind::SignatureEncoding,
             other => other,
         })
         .and_then(|text| signing::decode_signature(&text).ok_or(DecodeErrorKind::SignatureEncoding))
-        .map_err(fail)?;
-    Ok((envelope, signature))
 }
 
 /// The frame's `id`, when it has exactly one and it is a valid message id.
@@ -248,10 +294,20 @@ fn message_id(members: &Members<'_>) -> Option<MessageId> {
         .and_then(|text| MessageId::parse(&text).ok())
 }
 
-fn read_members(
+/// The envelope's members other than the payload and signature, decoded.
+pub(crate) struct Head {
+    pub(crate) id: MessageId,
+    pub(crate) ty: MessageType,
+    pub(crate) from: Did,
+    pub(crate) to: Option<Did>,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) correlation_id: Option<MessageId>,
+}
+
+fn read_head(
     members: &Members<'_>,
     known: &dyn Fn(&str) -> Option<Did>,
-) -> Result<Envelope, DecodeErrorKind> {
+) -> Result<Head, DecodeErrorKind> {
     let did = |text: &str| match known(text) {
         Some(did) => {
             debug_assert_eq!(did.to_string(), text, "resolver returned another DID");
@@ -282,18 +338,12 @@ fn read_members(
     let correlation_id = optional(members.correlation_id, "correlation_id")?
         .map(|text| parsed(&text, "correlation_id", MessageId::parse))
         .transpose()?;
-    let payload = members
-        .payload
-        .ok_or(DecodeErrorKind::MissingField("payload"))?;
-    let body = Body::from_payload_json(ty, payload.get())?;
-    let envelope = Envelope {
+    Ok(Head {
         id,
+        ty,
         from,
         to,
         timestamp,
         correlation_id,
-        body,
-    };
-    check_rules(&envelope).map_err(DecodeErrorKind::Rule)?;
-    Ok(envelope)
+    })
 }

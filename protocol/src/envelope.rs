@@ -225,22 +225,36 @@ impl Envelope {
 /// The per-type rules for `to` and `correlation_id`.
 pub(crate) fn check_rules(envelope: &Envelope) -> Result<(), String> {
     let ty = envelope.message_type();
-    match (ty, envelope.to.is_some()) {
+    check_presence(ty, envelope.to.is_some(), envelope.correlation_id.is_some())?;
+    let is_reply = matches!(&envelope.body, Body::Intent(Intent::Reply(_)));
+    if is_reply && envelope.correlation_id.is_none() {
+        return Err(format!("{ty} needs \"correlation_id\""));
+    }
+    Ok(())
+}
+
+/// The §3 rules on `to` and `correlation_id` that follow from the type alone (an INTENT
+/// reply's `correlation_id` depends on its payload, so [`check_rules`] checks that).
+pub(crate) fn check_presence(
+    ty: MessageType,
+    has_to: bool,
+    has_correlation: bool,
+) -> Result<(), String> {
+    match (ty, has_to) {
         (MessageType::Challenge, true) => return Err("CHALLENGE must not have \"to\"".into()),
         // CHALLENGE precedes knowing the peer; an ERROR may answer a peer not yet known.
         (MessageType::Challenge | MessageType::Error, false) | (_, true) => {}
         (_, false) => return Err(format!("{ty} needs \"to\"")),
     }
     let needs_correlation = matches!(
-        &envelope.body,
-        Body::Registered(_)
-            | Body::Answer(_)
-            | Body::IceCandidate(_)
-            | Body::ExecResponse(_)
-            | Body::Pong(_)
-            | Body::Intent(Intent::Reply(_))
+        ty,
+        MessageType::Registered
+            | MessageType::Answer
+            | MessageType::IceCandidate
+            | MessageType::ExecResponse
+            | MessageType::Pong
     );
-    if needs_correlation && envelope.correlation_id.is_none() {
+    if needs_correlation && !has_correlation {
         return Err(format!("{ty} needs \"correlation_id\""));
     }
     Ok(())

@@ -38,6 +38,7 @@ mod decode;
 pub mod did;
 pub mod envelope;
 pub mod handshake;
+mod header;
 pub mod identity;
 pub mod json;
 pub mod message_id;
@@ -53,6 +54,7 @@ pub use did::{Did, DidError};
 pub use envelope::{
     DecodeError, EncodeError, Envelope, PROTOCOL_VERSION, ReceivedEnvelope, SignedEnvelope,
 };
+pub use header::FrameHeader;
 pub use identity::{Identity, IdentityError};
 pub use message_id::MessageId;
 pub use replay::{ReplayError, ReplayGuard};
