@@ -116,6 +116,7 @@ impl Peer {
             args,
             timeout_ms,
             stream,
+            window: None,
         });
         let link = self.link().await?;
         let (id, events) = link.call(request, stream).await?;

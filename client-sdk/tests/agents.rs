@@ -155,6 +155,7 @@ async fn forged_messages_on_the_link_are_refused_silently() {
             args: json!("forged?"),
             timeout_ms: 1000,
             stream: false,
+            window: None,
         });
         let now = Timestamp::from_system_time(std::time::SystemTime::now());
         Envelope::new(from.did(), Some(bob.did()), body, now)

@@ -128,6 +128,7 @@ async fn application_messages_are_not_relayed() {
                 args: serde_json::json!({}),
                 timeout_ms: 1000,
                 stream: false,
+                window: None,
             }),
         )
         .await;

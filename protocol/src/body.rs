@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::json::{JsonError, check_safe_f64, check_safe_u64, check_value_at};
 use crate::payload::{
-    Challenge, ErrorPayload, ExecRequest, ExecResponse, IceCandidate, Intent, InvalidPayload, Ping,
-    Register, Registered, SessionDescription, Unregister, Validate,
+    Cancel, Challenge, Credit, ErrorPayload, ExecRequest, ExecResponse, Features, IceCandidate,
+    Intent, InvalidPayload, Ping, Register, Registered, SessionDescription, Unregister, Validate,
 };
 
 macro_rules! message_types {
@@ -69,6 +69,12 @@ message_types! {
     Ping => "PING",
     /// Any direction: answer to PING.
     Pong => "PONG",
+    /// Peer → peer (1.1): the 1.x additions the sender understands.
+    Features => "FEATURES",
+    /// Peer → peer (1.1): room for more streamed parts.
+    Credit => "CREDIT",
+    /// Peer → peer (1.1): the caller stopped waiting for a request.
+    Cancel => "CANCEL",
 }
 
 /// A `type` string that names no message type.
@@ -132,6 +138,12 @@ pub enum Body {
     Ping(Ping),
     /// PONG.
     Pong(Ping),
+    /// FEATURES (1.1).
+    Features(Features),
+    /// CREDIT (1.1).
+    Credit(Credit),
+    /// CANCEL (1.1).
+    Cancel(Cancel),
 }
 
 impl Body {
@@ -151,6 +163,9 @@ impl Body {
             Body::Error(_) => MessageType::Error,
             Body::Ping(_) => MessageType::Ping,
             Body::Pong(_) => MessageType::Pong,
+            Body::Features(_) => MessageType::Features,
+            Body::Credit(_) => MessageType::Credit,
+            Body::Cancel(_) => MessageType::Cancel,
         }
     }
 
@@ -171,6 +186,9 @@ impl Body {
             Body::ExecResponse(p) => to(p),
             Body::Error(p) => to(p),
             Body::Ping(p) | Body::Pong(p) => to(p),
+            Body::Features(p) => to(p),
+            Body::Credit(p) => to(p),
+            Body::Cancel(p) => to(p),
         }
     }
 
@@ -208,6 +226,8 @@ impl Body {
             Body::Intent(p) => p.validate(),
             Body::ExecRequest(p) => p.validate(),
             Body::ExecResponse(p) => p.validate(),
+            Body::Features(p) => p.validate(),
+            Body::Credit(p) => p.validate(),
             _ => Ok(()),
         }?;
         self.check_limits()
@@ -254,7 +274,10 @@ impl Body {
             | Body::Unregister(_)
             | Body::Offer(_)
             | Body::Answer(_)
-            | Body::IceCandidate(_) => Ok(()),
+            | Body::IceCandidate(_)
+            | Body::Features(_)
+            | Body::Credit(_)
+            | Body::Cancel(_) => Ok(()),
         }
     }
 }
@@ -275,6 +298,9 @@ fn read<'de, D: Deserializer<'de>>(ty: MessageType, d: D) -> Result<Body, D::Err
         MessageType::Error => Body::Error(Deserialize::deserialize(d)?),
         MessageType::Ping => Body::Ping(Deserialize::deserialize(d)?),
         MessageType::Pong => Body::Pong(Deserialize::deserialize(d)?),
+        MessageType::Features => Body::Features(Deserialize::deserialize(d)?),
+        MessageType::Credit => Body::Credit(Deserialize::deserialize(d)?),
+        MessageType::Cancel => Body::Cancel(Deserialize::deserialize(d)?),
     })
 }
 

@@ -253,6 +253,8 @@ pub(crate) fn check_presence(
             | MessageType::IceCandidate
             | MessageType::ExecResponse
             | MessageType::Pong
+            | MessageType::Credit
+            | MessageType::Cancel
     );
     if needs_correlation && !has_correlation {
         return Err(format!("{ty} needs \"correlation_id\""));

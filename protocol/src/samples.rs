@@ -9,8 +9,9 @@ use crate::envelope::Envelope;
 use crate::identity::Identity;
 use crate::message_id::MessageId;
 use crate::payload::{
-    Capability, Challenge, Cost, ErrorPayload, ExecRequest, ExecResponse, ExecStatus, IceCandidate,
-    Intent, IntentReply, IntentStatus, Ping, Register, Registered, SessionDescription, Unregister,
+    Cancel, Capability, Challenge, Cost, Credit, ErrorPayload, ExecRequest, ExecResponse,
+    ExecStatus, FEATURE_CANCEL, FEATURE_FLOW, Features, IceCandidate, Intent, IntentReply,
+    IntentStatus, Ping, Register, Registered, SessionDescription, Unregister,
 };
 use crate::timestamp::Timestamp;
 
@@ -124,6 +125,7 @@ pub fn example_body(ty: MessageType) -> Body {
             args: json!({"values": [1, 2, 3.5]}),
             timeout_ms: 5_000,
             stream: false,
+            window: None,
         }),
         MessageType::ExecResponse => Body::ExecResponse(ExecResponse {
             status: ExecStatus::Ok,
@@ -138,6 +140,13 @@ pub fn example_body(ty: MessageType) -> Body {
         }),
         MessageType::Ping => Body::Ping(Ping { sequence: 42 }),
         MessageType::Pong => Body::Pong(Ping { sequence: 42 }),
+        MessageType::Features => Body::Features(Features {
+            features: vec![FEATURE_FLOW.into(), FEATURE_CANCEL.into()],
+        }),
+        MessageType::Credit => Body::Credit(Credit { parts: 16 }),
+        MessageType::Cancel => Body::Cancel(Cancel {
+            reason: Some("the caller stopped waiting".into()),
+        }),
     }
 }
 
@@ -175,6 +184,8 @@ pub fn example_envelope(ty: MessageType) -> (Identity, Envelope) {
             | MessageType::IceCandidate
             | MessageType::ExecResponse
             | MessageType::Pong
+            | MessageType::Credit
+            | MessageType::Cancel
             | MessageType::Register
             | MessageType::Error
     );

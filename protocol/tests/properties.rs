@@ -43,6 +43,7 @@ fn body() -> impl Strategy<Value = Body> {
                     args,
                     timeout_ms,
                     stream,
+                    window: stream.then_some(32),
                 }
             )),
         ("\\PC{1,64}", json_value()).prop_map(|(q, c)| Body::Intent(Intent::query(q, c))),

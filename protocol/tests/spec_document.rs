@@ -73,6 +73,7 @@ fn worked_example_matches_byte_for_byte() {
             args: json!({"values": [1, 2, 3.5]}),
             timeout_ms: 5000,
             stream: false,
+            window: None,
         }),
         Timestamp::parse("2026-01-01T00:00:00.000Z").expect("time"),
     );

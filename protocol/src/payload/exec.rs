@@ -23,6 +23,23 @@ pub struct ExecRequest {
     /// Whether the caller accepts partial responses.
     #[serde(default)]
     pub stream: bool,
+    /// 1.1, with `stream` and only to a callee that announced `flow`: how many partial
+    /// responses the callee may send before it waits for CREDIT (1–1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+}
+
+impl ExecRequest {
+    /// A request to run `capability` with `args`: default timeout, not streamed.
+    pub fn new(capability: impl Into<String>, args: Value) -> Self {
+        ExecRequest {
+            capability: capability.into(),
+            args,
+            timeout_ms: DEFAULT_EXEC_TIMEOUT_MS,
+            stream: false,
+            window: None,
+        }
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -35,7 +52,11 @@ impl Validate for ExecRequest {
         if self.timeout_ms == 0 || self.timeout_ms > MAX_EXEC_TIMEOUT_MS {
             return invalid(format!("timeout_ms must be 1-{MAX_EXEC_TIMEOUT_MS}"));
         }
-        Ok(())
+        match self.window {
+            Some(_) if !self.stream => invalid("window needs stream"),
+            Some(window) => super::link::check_window("window", window),
+            None => Ok(()),
+        }
     }
 }
 

@@ -234,9 +234,11 @@ impl ErrorPayload {
 
 mod exec;
 mod intent;
+mod link;
 
 pub use exec::{ExecRequest, ExecResponse, ExecStatus};
 pub use intent::{Cost, Intent, IntentQuery, IntentReply, IntentStatus, IntentTask};
+pub use link::{Cancel, Credit, FEATURE_CANCEL, FEATURE_FLOW, Features, MAX_FEATURES, MAX_WINDOW};
 
 #[cfg(test)]
 mod tests {
