@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         match item? {
             StreamItem::Partial(n) => println!("STREAM    part {n}"),
             StreamItem::Final(done) => println!("STREAM    final {done}"),
+            _ => {}
         }
     }
 
@@ -96,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         .exec("fly", json!(null))
         .await
         .expect_err("bob cannot fly");
-    println!("EXEC      fly → {}: {}", error.code, error.message);
+    println!("EXEC      fly → {}: {error}", error.code());
 
     alice.close().await;
     bob.close().await;

@@ -166,7 +166,7 @@ async fn a_peer_process_killed_mid_call_is_link_lost_within_the_heartbeat_bound(
         .expect("task")
         .expect_err("the peer is gone");
     let noticed = killed.elapsed();
-    assert_eq!(failed.code, ErrorCode::LinkLost, "{failed}");
+    assert_eq!(failed.code(), ErrorCode::LinkLost, "{failed}");
     // PROTOCOL_DESIGN.md §11.3: no message for 5 s (ICE consent: 3 s) means lost. Allow slack
     // for a loaded test machine.
     assert!(

@@ -1,23 +1,27 @@
-//! The task driving one peer's link (PROTOCOL_DESIGN.md §11.1, §11.3): it answers or makes
-//! the OFFER, trickles candidates through the gateway, verifies everything arriving on the
-//! data channel, opens the link on the peer's first signed PING, keeps it alive with a
-//! heartbeat, and ends it on loss, on a setup deadline, or when the agent closes.
+//! The task driving one peer's link (PROTOCOL_DESIGN.md §11): it negotiates the attempt
+//! through the gateway (OFFER, ANSWER, ICE_CANDIDATE; the glare rule in [`Negotiation`]),
+//! verifies what arrives on the data channel, and feeds the link's [`LinkMachine`]; then it
+//! executes what the machine asks — signed sends, caller events, handler tasks — until the
+//! link ends or the agent closes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ioap_protocol::payload::{IceCandidate, Ping, SessionDescription};
+use ioap_protocol::payload::{IceCandidate, SessionDescription};
 use ioap_protocol::{Body, Did, Envelope, ErrorCode, MessageId};
-use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::calls::CallError;
 use crate::core::AgentCore;
-use crate::link::{Link, now};
+use crate::error::{CallError, SetupError};
+use crate::link::{Command, LinkHandle};
+use crate::machine::{CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, PartStatus};
 use crate::negotiation::{Negotiation, Step};
 use crate::rtc::{Candidate, RtcEvent, RtcPeer, RtcState};
+use crate::serve::spawn_handler;
 use crate::table::LinkStatus;
 use crate::verify::PeerVerifier;
 
@@ -29,19 +33,14 @@ pub(crate) enum Start {
     Answer(Box<Envelope>),
 }
 
-/// One link attempt: the peer connection and what is known of it.
+/// One link attempt: the peer connection, what is known of it, and its machine.
 struct Attempt {
     /// The OFFER's id, which names the attempt.
     id: MessageId,
     rtc: RtcPeer,
     events: mpsc::Receiver<RtcEvent>,
-    link: Arc<Link>,
+    machine: LinkMachine,
     verifier: PeerVerifier,
-    hello_sent: bool,
-    open: bool,
-    /// Setup deadline until open; then the time the peer was last heard.
-    deadline: Instant,
-    ping_sequence: u64,
 }
 
 struct Driver {
@@ -50,14 +49,21 @@ struct Driver {
     negotiation: Negotiation,
     status: watch::Sender<LinkStatus>,
     attempt: Option<Attempt>,
+    handle: LinkHandle,
+    /// Where each call's events go.
+    calls: HashMap<MessageId, mpsc::UnboundedSender<CallEvent>>,
+    /// The handler task serving each of the peer's requests.
+    serving: HashMap<MessageId, AbortHandle>,
+    /// Handlers waiting for credit to send a part.
+    waiting_parts: HashMap<MessageId, oneshot::Sender<bool>>,
 }
 
 enum Input {
     Stop,
     Signal(Option<Box<Envelope>>),
     Rtc(Option<RtcEvent>),
-    Deadline,
-    Heartbeat,
+    Command(Command),
+    Timeout,
 }
 
 /// Runs one peer's link until it ends.
@@ -69,122 +75,128 @@ pub(crate) async fn run(
     mut signals: mpsc::Receiver<Box<Envelope>>,
     status: watch::Sender<LinkStatus>,
 ) {
+    let (commands_tx, mut commands) = mpsc::unbounded_channel();
     let mut driver = Driver {
         negotiation: Negotiation::new(core.did, remote),
         core: Arc::clone(&core),
         remote,
         status,
         attempt: None,
+        handle: LinkHandle::new(commands_tx),
+        calls: HashMap::new(),
+        serving: HashMap::new(),
+        waiting_parts: HashMap::new(),
     };
     let started = match start {
-        Start::Dial => driver.dial().await,
+        Start::Dial => driver.dial().await.map_err(LinkEnd::Failed),
         Start::Answer(offer) => driver.on_signal(offer).await,
     };
-    if let Err(error) = started {
-        driver.end(error).await;
+    if let Err(end) = started {
+        driver.fail(end);
     }
-    let mut heartbeat = tokio::time::interval(core.settings.heartbeat_interval);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    driver.flush().await;
     while let Some(attempt) = driver.attempt.as_mut() {
+        let timeout = attempt.machine.poll_timeout().map(Instant::from_std);
         let input = tokio::select! {
             () = core.stop.cancelled() => Input::Stop,
             signal = signals.recv() => Input::Signal(signal),
             event = attempt.events.recv() => Input::Rtc(event),
-            () = tokio::time::sleep_until(attempt.deadline) => Input::Deadline,
-            _ = heartbeat.tick(), if attempt.open => Input::Heartbeat,
+            Some(command) = commands.recv() => Input::Command(command),
+            () = sleep_until(timeout) => Input::Timeout,
         };
         let outcome = match input {
-            Input::Stop => Err(CallError::new(ErrorCode::ShuttingDown, "the agent closed")),
+            Input::Stop | Input::Signal(None) => Err(LinkEnd::ShuttingDown),
             Input::Signal(Some(envelope)) => driver.on_signal(envelope).await,
-            Input::Signal(None) => Err(CallError::new(ErrorCode::ShuttingDown, "closed")),
-            Input::Rtc(Some(event)) => driver.on_event(event).await,
-            Input::Rtc(None) => Err(lost("the peer connection ended")),
-            Input::Deadline => Err(driver.deadline_error()),
-            Input::Heartbeat => driver.ping().await,
+            Input::Rtc(Some(event)) => driver.on_rtc(event),
+            Input::Rtc(None) => Err(LinkEnd::Failed(lost("the peer connection ended"))),
+            Input::Command(command) => driver.on_command(command).await,
+            Input::Timeout => {
+                attempt.machine.handle_timeout(now());
+                Ok(())
+            }
         };
-        if let Err(error) = outcome {
-            driver.end(error).await;
+        if let Err(end) = outcome {
+            driver.fail(end);
         }
+        driver.flush().await;
     }
     core.links.remove(remote, generation);
 }
 
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 fn lost(reason: &str) -> CallError {
-    CallError::new(ErrorCode::LinkLost, reason)
+    CallError::lost(reason)
+}
+
+fn rtc_failed(error: impl std::fmt::Display) -> LinkEnd {
+    LinkEnd::Failed(CallError::Setup(SetupError::Rtc(error.to_string())))
+}
+
+fn gateway_failed(error: impl std::fmt::Display) -> LinkEnd {
+    LinkEnd::Failed(CallError::Setup(SetupError::Gateway(error.to_string())))
 }
 
 impl Driver {
+    fn link_config(&self) -> LinkConfig {
+        let settings = &self.core.settings;
+        LinkConfig {
+            heartbeat_interval: settings.heartbeat_interval,
+            link_timeout: settings.link_timeout,
+            max_calls: settings.limits.max_calls,
+            max_serving: settings.limits.max_serving,
+            window: settings.limits.window,
+        }
+    }
+
     /// Starts an attempt as the offerer.
     async fn dial(&mut self) -> Result<(), CallError> {
-        let (rtc, events) = self.new_peer().await?;
-        let sdp = rtc.offer().await.map_err(refused)?;
+        let (rtc, events) = self.core.engine.peer().await.map_err(setup_rtc)?;
+        let sdp = rtc.offer().await.map_err(setup_rtc)?;
         let id = self
             .core
             .gateway
             .try_send(self.remote, Body::Offer(SessionDescription { sdp }), None)
-            .map_err(|e| CallError::new(ErrorCode::ConnectionRefused, e.to_string()))?;
+            .map_err(|e| CallError::Setup(SetupError::Gateway(e.to_string())))?;
         self.core.links.offer_sent(id, self.remote);
         self.negotiation.offered(id);
         self.begin(id, rtc, events);
         Ok(())
     }
 
-    async fn new_peer(&self) -> Result<(RtcPeer, mpsc::Receiver<RtcEvent>), CallError> {
-        self.core.engine.peer().await.map_err(refused)
-    }
-
     fn begin(&mut self, id: MessageId, rtc: RtcPeer, events: mpsc::Receiver<RtcEvent>) {
-        let link = Arc::new(Link::new(
-            self.core.identity.clone(),
-            self.remote,
-            rtc.clone(),
-            self.core.settings.limits,
-            self.core.stop.child_token(),
-            self.core.tasks.clone(),
-        ));
+        let deadline = now() + self.core.settings.setup_timeout;
         self.attempt = Some(Attempt {
             id,
             rtc,
             events,
-            link,
+            machine: LinkMachine::new(self.link_config(), deadline),
             verifier: PeerVerifier::new(self.core.did, self.remote),
-            hello_sent: false,
-            open: false,
-            deadline: Instant::now() + self.core.settings.setup_timeout,
-            ping_sequence: 0,
         });
         self.status.send_replace(LinkStatus::Connecting);
     }
 
-    /// Ends the current attempt (if any) and tells callers why.
-    async fn end(&mut self, error: CallError) {
-        if let Some(attempt) = self.attempt.take() {
-            info!(peer = %self.remote, code = %error.code, reason = %error.message, "link ended");
-            attempt.link.end(error.clone());
-            self.core.links.offer_done(attempt.id);
-            attempt.rtc.close().await;
-        }
-        self.negotiation.reset();
-        self.status.send_replace(LinkStatus::Closed(error));
-    }
-
-    fn deadline_error(&self) -> CallError {
-        match &self.attempt {
-            Some(attempt) if attempt.open => lost(&format!(
-                "nothing heard from the peer for {} ms",
-                self.core.settings.link_timeout.as_millis()
-            )),
-            _ => CallError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "the link was not set up within {} ms",
-                    self.core.settings.setup_timeout.as_millis()
-                ),
-            ),
+    /// Ends the attempt (or, before one exists, the dial) with `end`.
+    fn fail(&mut self, end: LinkEnd) {
+        match self.attempt.as_mut() {
+            Some(attempt) => attempt.machine.end(end),
+            None => {
+                self.status
+                    .send_replace(LinkStatus::Closed(end.call_error()));
+            }
         }
     }
 
-    async fn on_signal(&mut self, envelope: Box<Envelope>) -> Result<(), CallError> {
+    async fn on_signal(&mut self, envelope: Box<Envelope>) -> Result<(), LinkEnd> {
         let correlation = envelope.correlation_id;
         let id = envelope.id;
         match envelope.body {
@@ -193,11 +205,14 @@ impl Driver {
                     debug!(peer = %self.remote, "glare: our OFFER wins, theirs ignored");
                     return Ok(());
                 };
-                if self.attempt.is_some() {
-                    self.replace_attempt().await;
+                if let Some(attempt) = self.attempt.as_mut() {
+                    attempt.machine.end(LinkEnd::Replaced);
+                    self.flush().await;
+                    // Ending the old attempt reset the negotiation: this OFFER is current.
+                    self.negotiation.on_offer(id);
                 }
-                let (rtc, events) = self.new_peer().await?;
-                let sdp = rtc.answer(offer.sdp).await.map_err(refused)?;
+                let (rtc, events) = self.core.engine.peer().await.map_err(rtc_failed)?;
+                let sdp = rtc.answer(offer.sdp).await.map_err(rtc_failed)?;
                 self.core
                     .gateway
                     .try_send(
@@ -205,7 +220,7 @@ impl Driver {
                         Body::Answer(SessionDescription { sdp }),
                         Some(id),
                     )
-                    .map_err(|e| CallError::new(ErrorCode::ConnectionRefused, e.to_string()))?;
+                    .map_err(gateway_failed)?;
                 self.begin(id, rtc, events);
             }
             Body::Answer(answer) => {
@@ -217,7 +232,7 @@ impl Driver {
                         .rtc
                         .accept_answer(answer.sdp)
                         .await
-                        .map_err(refused)?;
+                        .map_err(rtc_failed)?;
                 }
             }
             Body::IceCandidate(candidate) => {
@@ -230,10 +245,18 @@ impl Driver {
             }
             Body::Error(error) => {
                 if let Some(attempt) = &self.attempt
-                    && !attempt.open
+                    && !attempt.machine.is_open()
                     && correlation == Some(attempt.id)
                 {
-                    return Err(CallError::new(error.code, error.message));
+                    let setup = match error.code {
+                        ErrorCode::UnknownAgent => SetupError::UnknownAgent,
+                        ErrorCode::ReceiverBusy => SetupError::ReceiverBusy,
+                        code => SetupError::Refused {
+                            code,
+                            message: error.message,
+                        },
+                    };
+                    return Err(LinkEnd::Failed(CallError::Setup(setup)));
                 }
             }
             _ => {}
@@ -241,18 +264,7 @@ impl Driver {
         Ok(())
     }
 
-    /// The peer started a new attempt: the current one ends for its callers.
-    async fn replace_attempt(&mut self) {
-        if let Some(old) = self.attempt.take() {
-            old.link.end(lost(
-                "the peer started a new link while this one was in use",
-            ));
-            self.core.links.offer_done(old.id);
-            old.rtc.close().await;
-        }
-    }
-
-    async fn on_event(&mut self, event: RtcEvent) -> Result<(), CallError> {
+    fn on_rtc(&mut self, event: RtcEvent) -> Result<(), LinkEnd> {
         let Some(attempt) = self.attempt.as_mut() else {
             return Ok(());
         };
@@ -271,74 +283,185 @@ impl Driver {
                     debug!(peer = %self.remote, %error, "candidate not sent");
                 }
             }
-            RtcEvent::ChannelOpen => send_hello(attempt).await?,
-            RtcEvent::Message(text) => {
-                let envelope = match attempt.verifier.check(text.as_bytes(), now()) {
-                    Ok(envelope) => envelope,
-                    Err(refusal) => {
-                        self.core.refusals.link_message();
-                        debug!(peer = %self.remote, %refusal, "message on the link dropped");
-                        return Ok(());
-                    }
-                };
-                if attempt.open {
-                    attempt.deadline = Instant::now() + self.core.settings.link_timeout;
-                    attempt.link.dispatch(envelope, &self.core.handlers);
-                } else if matches!(envelope.body, Body::Ping(_)) {
-                    send_hello(attempt).await?;
-                    attempt.open = true;
-                    attempt.deadline = Instant::now() + self.core.settings.link_timeout;
-                    attempt.link.dispatch(envelope, &self.core.handlers);
-                    self.negotiation.reset();
-                    self.core.links.offer_done(attempt.id);
-                    info!(peer = %self.remote, "link open");
-                    self.status
-                        .send_replace(LinkStatus::Open(Arc::clone(&attempt.link)));
-                } else {
+            RtcEvent::ChannelOpen => attempt.machine.handle_channel_open(),
+            RtcEvent::Message(text) => match attempt.verifier.check(text.as_bytes(), wall_now()) {
+                Ok(envelope) => attempt.machine.handle_message(now(), envelope),
+                Err(refusal) => {
                     self.core.refusals.link_message();
-                    debug!(peer = %self.remote, "first message on the link is not a PING, dropped");
+                    debug!(peer = %self.remote, %refusal, "message on the link dropped");
                 }
-            }
+            },
             RtcEvent::Binary(bytes) => {
                 self.core.refusals.link_message();
                 debug!(peer = %self.remote, bytes, "binary message on the link dropped");
             }
-            RtcEvent::ChannelClosed => return Err(lost("the data channel closed")),
-            RtcEvent::State(RtcState::Failed | RtcState::Closed) => {
-                return Err(lost("the peer connection failed"));
+            RtcEvent::ChannelClosed => {
+                return Err(LinkEnd::Failed(lost("the data channel closed")));
             }
-            RtcEvent::State(RtcState::Disconnected) if attempt.open => {
-                return Err(lost("ICE lost the peer"));
+            RtcEvent::State(RtcState::Failed | RtcState::Closed) => {
+                return Err(LinkEnd::Failed(lost("the peer connection failed")));
+            }
+            RtcEvent::State(RtcState::Disconnected) if attempt.machine.is_open() => {
+                return Err(LinkEnd::Failed(lost("ICE lost the peer")));
             }
             RtcEvent::State(_) => {}
         }
         Ok(())
     }
 
-    async fn ping(&mut self) -> Result<(), CallError> {
+    async fn on_command(&mut self, command: Command) -> Result<(), LinkEnd> {
         let Some(attempt) = self.attempt.as_mut() else {
             return Ok(());
         };
-        if attempt.link.heartbeat(attempt.ping_sequence + 1).await? {
-            attempt.ping_sequence += 1;
-            self.core.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
+        let machine = &mut attempt.machine;
+        match command {
+            Command::Call {
+                id,
+                spec,
+                deadline,
+                events,
+            } => match machine.start_call(now(), id, spec, deadline) {
+                Ok(()) => {
+                    self.calls.insert(id, events);
+                }
+                Err(error) => {
+                    let _ = events.send(CallEvent::Done(Err(error)));
+                }
+            },
+            Command::Consumed { id, parts } => machine.consume(id, parts),
+            Command::Cancel { id } => {
+                self.calls.remove(&id);
+                machine.cancel_call(id);
+            }
+            Command::Part { id, part, sent } => match machine.serve_part(now(), id, part) {
+                PartStatus::Sent => {
+                    let _ = sent.send(true);
+                }
+                PartStatus::Held => {
+                    self.waiting_parts.insert(id, sent);
+                }
+                PartStatus::NotSent => {
+                    let _ = sent.send(false);
+                }
+            },
+            Command::Done { id, outcome } => {
+                self.serving.remove(&id);
+                machine.serve_done(now(), id, outcome);
+            }
+            Command::Raw(text) => {
+                if let Err(error) = attempt.rtc.send(text).await {
+                    debug!(peer = %self.remote, %error, "raw message not sent");
+                }
+            }
         }
         Ok(())
     }
-}
 
-/// Our first message on the channel: a signed PING (sent once).
-async fn send_hello(attempt: &mut Attempt) -> Result<(), CallError> {
-    if !attempt.hello_sent {
-        attempt.hello_sent = true;
-        let hello = Body::Ping(Ping { sequence: 0 });
-        attempt.link.send(hello, None).await?;
+    /// Sends what the machine queued and acts on its events.
+    async fn flush(&mut self) {
+        loop {
+            let Some(attempt) = self.attempt.as_mut() else {
+                return;
+            };
+            if let Some(transmit) = attempt.machine.poll_transmit() {
+                let mut envelope =
+                    Envelope::new(self.core.did, Some(self.remote), transmit.body, wall_now());
+                if let Some(id) = transmit.id {
+                    envelope.id = id;
+                }
+                envelope.correlation_id = transmit.correlation;
+                let sent = match envelope.sign(&self.core.identity) {
+                    Ok(wire) => attempt
+                        .rtc
+                        .send(wire.into_string())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(error) = sent {
+                    debug!(peer = %self.remote, %error, "send on the link failed");
+                    attempt.machine.end(LinkEnd::Failed(lost(&error)));
+                }
+                continue;
+            }
+            let Some(event) = attempt.machine.poll_event() else {
+                return;
+            };
+            self.on_event(event).await;
+        }
     }
-    Ok(())
+
+    async fn on_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Opened => {
+                if let Some(attempt) = &self.attempt {
+                    self.core.links.offer_done(attempt.id);
+                }
+                self.negotiation.reset();
+                info!(peer = %self.remote, "link open");
+                self.status
+                    .send_replace(LinkStatus::Open(self.handle.clone()));
+            }
+            LinkEvent::Ended(end) => {
+                let error = end.call_error();
+                info!(peer = %self.remote, code = %error.code(), reason = %error, "link ended");
+                if let Some(attempt) = self.attempt.take() {
+                    self.core.links.offer_done(attempt.id);
+                    attempt.rtc.close().await;
+                }
+                self.negotiation.reset();
+                if end != LinkEnd::Replaced {
+                    // A replaced attempt is followed at once by the new one.
+                    self.status.send_replace(LinkStatus::Closed(error));
+                }
+            }
+            LinkEvent::Call { id, event } => {
+                let done = matches!(event, CallEvent::Done(_));
+                let delivered = self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|events| events.send(event).is_ok());
+                if done || !delivered {
+                    self.calls.remove(&id);
+                }
+                if !delivered
+                    && !done
+                    && let Some(attempt) = self.attempt.as_mut()
+                {
+                    // The caller went away without a word: stop the call.
+                    attempt.machine.cancel_call(id);
+                }
+            }
+            LinkEvent::Serve { id, request } => {
+                let abort =
+                    spawn_handler(&self.core, self.handle.clone(), self.remote, id, request);
+                self.serving.insert(id, abort);
+            }
+            LinkEvent::PartSent { id } => {
+                if let Some(sent) = self.waiting_parts.remove(&id) {
+                    let _ = sent.send(true);
+                }
+            }
+            LinkEvent::StopServing { id } => {
+                self.waiting_parts.remove(&id);
+                if let Some(task) = self.serving.remove(&id) {
+                    task.abort();
+                }
+            }
+            LinkEvent::Refused => self.core.refusals.link_message(),
+            LinkEvent::HeartbeatSent => {
+                self.core.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
-fn refused(error: impl std::fmt::Display) -> CallError {
-    CallError::new(ErrorCode::ConnectionRefused, error.to_string())
+fn setup_rtc(error: impl std::fmt::Display) -> CallError {
+    CallError::Setup(SetupError::Rtc(error.to_string()))
+}
+
+fn wall_now() -> ioap_protocol::Timestamp {
+    ioap_protocol::Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
 impl From<IceCandidate> for Candidate {
@@ -347,30 +470,6 @@ impl From<IceCandidate> for Candidate {
             candidate: candidate.candidate,
             sdp_mid: candidate.sdp_mid,
             sdp_mline_index: candidate.sdp_mline_index,
-        }
-    }
-}
-
-/// Waits for a link to open; the driver's own deadline bounds the wait.
-pub(crate) async fn wait_open(
-    mut status: watch::Receiver<LinkStatus>,
-    stop: &CancellationToken,
-) -> Result<Arc<Link>, CallError> {
-    loop {
-        match &*status.borrow_and_update() {
-            LinkStatus::Open(link) => return Ok(Arc::clone(link)),
-            LinkStatus::Closed(error) => return Err(error.clone()),
-            LinkStatus::Connecting => {}
-        }
-        tokio::select! {
-            () = stop.cancelled() => {
-                return Err(CallError::new(ErrorCode::ShuttingDown, "the agent closed"));
-            }
-            changed = status.changed() => {
-                if changed.is_err() {
-                    return Err(lost("the link's task ended"));
-                }
-            }
         }
     }
 }

@@ -8,11 +8,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
+use ioap_protocol::MessageId;
 use ioap_protocol::payload::{Capability, Intent, IntentReply};
 use ioap_protocol::{Did, ErrorCode};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use crate::link::{Command, LinkHandle};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -21,10 +25,14 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub type ExecResult = Result<Value, ExecError>;
 
 /// Why a capability handler failed; sent to the caller in an `error` EXEC_RESPONSE.
+///
+/// A handler speaks for itself only: HANDLER_ERROR and INVALID_ARGS reach the caller as they
+/// are; any other code (LINK_LOST, TIMEOUT, …) is the SDK's to send, so it reaches the caller
+/// as HANDLER_ERROR with the code kept in the message.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ExecError {
-    /// HANDLER_ERROR or INVALID_ARGS (other codes are the SDK's own).
+    /// HANDLER_ERROR or INVALID_ARGS.
     pub code: ErrorCode,
     /// Passed through to the caller as is: never put secrets here.
     pub message: String,
@@ -51,24 +59,35 @@ impl ExecError {
 /// Where a streaming handler sends its partial results, in order.
 ///
 /// When the caller did not ask to stream, parts are discarded and only the final result is
-/// sent (PROTOCOL_DESIGN.md §11.3).
+/// sent (PROTOCOL_DESIGN.md §11.3). When the caller does flow control (§11.4), [`send`]
+/// waits while the caller has no room, so a slow consumer slows the handler instead of
+/// losing parts.
+///
+/// [`send`]: Parts::send
 #[derive(Debug, Clone)]
 pub struct Parts {
-    sink: Option<mpsc::Sender<Value>>,
+    sink: Option<(LinkHandle, MessageId)>,
 }
 
 impl Parts {
-    pub(crate) fn new(sink: Option<mpsc::Sender<Value>>) -> Self {
+    pub(crate) fn new(sink: Option<(LinkHandle, MessageId)>) -> Self {
         Parts { sink }
     }
 
-    /// Sends one part; waits while the link is busy. Returns false once nobody listens any
-    /// more (the caller did not ask to stream, or the link is gone).
+    /// Sends one part; waits until it has gone out. Returns false if it was not sent: the
+    /// caller did not ask to stream, or the request is no longer served (cancelled, timed out,
+    /// link gone).
     pub async fn send(&self, part: Value) -> bool {
-        match &self.sink {
-            Some(sink) => sink.send(part).await.is_ok(),
-            None => false,
-        }
+        let Some((link, id)) = &self.sink else {
+            return false;
+        };
+        let (sent, outcome) = oneshot::channel();
+        let command = Command::Part {
+            id: *id,
+            part,
+            sent,
+        };
+        link.send(command) && outcome.await.unwrap_or(false)
     }
 
     /// Whether the caller asked for parts.
@@ -79,6 +98,7 @@ impl Parts {
 
 /// One EXEC_REQUEST as a handler sees it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ExecCall {
     /// The caller (verified).
     pub caller: Did,
@@ -86,6 +106,20 @@ pub struct ExecCall {
     pub args: Value,
     /// The partial-result sink.
     pub parts: Parts,
+    /// When the caller stops waiting (`timeout_ms` after the request arrived). The handler is
+    /// abandoned then; calls it makes to other agents end by this time by default.
+    pub deadline: Instant,
+}
+
+impl ExecCall {
+    pub(crate) fn new(caller: Did, args: Value, parts: Parts, deadline: Instant) -> Self {
+        ExecCall {
+            caller,
+            args,
+            parts,
+            deadline,
+        }
+    }
 }
 
 type ExecFn = dyn Fn(ExecCall) -> BoxFuture<ExecResult> + Send + Sync;

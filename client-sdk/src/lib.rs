@@ -26,31 +26,36 @@
 //! Layers, bottom up:
 //! - [`rtc`]: the WebRTC engine (the only module that uses the `webrtc` crate);
 //! - [`gateway::GatewayClient`]: registration, reconnection with backoff, verified delivery;
-//! - [`negotiation`], [`calls`], [`verify`]: sans-IO pieces of a link (which attempt is
-//!   current and the glare rule; calls in flight; verification of what arrives);
-//! - [`Agent`], [`Peer`]: the API built on them; [`Directory`] for discovery.
+//! - the link's rules (PROTOCOL_DESIGN.md §11) as a state machine with time as an input, and
+//!   one driver task per link that feeds it and executes what it asks;
+//! - [`Agent`], [`Peer`], [`ExecStream`], [`CapabilityHandler`]: the API built on them;
+//!   [`Directory`] for discovery.
 
-pub mod agent;
-pub mod calls;
+mod agent;
 mod core;
 pub mod demo;
-pub mod directory;
+mod directory;
 mod driver;
+mod error;
 pub mod gateway;
-pub mod handlers;
+mod handlers;
 mod link;
-pub mod negotiation;
-pub mod peer;
+mod machine;
+mod negotiation;
+mod peer;
 pub mod rtc;
+mod serve;
 mod table;
-pub mod verify;
+mod verify;
 
 pub use agent::{Agent, AgentBuilder, AgentError};
-pub use calls::CallError;
 pub use core::LinkSettings;
 pub use directory::{AgentInfo, Directory, DirectoryError, Health};
+pub use error::{CallError, SetupError};
 pub use gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
-pub use handlers::{CapabilityHandler, ExecCall, ExecError, ExecResult, Parts};
+pub use handlers::{BoxFuture, CapabilityHandler, ExecCall, ExecError, ExecResult, Parts};
+pub use ioap_protocol::payload::{Intent, IntentQuery, IntentReply, IntentStatus, IntentTask};
+pub use ioap_protocol::{Did, ErrorCode, Identity};
 pub use link::LinkLimits;
 pub use peer::{ExecStream, Peer, StreamItem};
 pub use rtc::{IceServer, RtcSettings};

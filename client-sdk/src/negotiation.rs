@@ -51,6 +51,7 @@ impl Negotiation {
     }
 
     /// The current attempt.
+    #[cfg(test)]
     pub fn attempt(&self) -> Attempt {
         self.attempt
     }

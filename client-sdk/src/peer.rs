@@ -1,21 +1,38 @@
-//! Calling another agent over the link to it: EXEC (single and streamed) and INTENT.
+//! Calling another agent over the link to it: EXEC (single and streamed) and INTENT, each
+//! bounded by its own deadline from the first step (link setup included) to the last.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ioap_protocol::payload::{ExecRequest, Intent, IntentReply, MAX_EXEC_TIMEOUT_MS};
-use ioap_protocol::{Body, Did, ErrorCode, MessageId};
+use futures_util::Stream;
+use ioap_protocol::payload::{Intent, IntentReply};
+use ioap_protocol::{Did, MessageId};
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, Sleep};
 
-use crate::calls::{CallError, CallEvent};
 use crate::core::AgentCore;
-use crate::driver::wait_open;
-use crate::link::Link;
+use crate::error::{CallError, SetupError};
+use crate::link::{Command, LinkHandle};
+use crate::machine::{CallEvent, CallSpec};
+use crate::serve::inherited_deadline;
+use crate::table::LinkStatus;
 
 /// Another agent, reached over a WebRTC link that is opened on first use, reused while it
 /// lives, and dialed again after it is lost. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(agent: ioap_client::Agent, other: ioap_client::Did) -> Result<(), ioap_client::CallError> {
+/// use std::time::Duration;
+/// let peer = agent.peer(other);
+/// let sum = peer
+///     .exec_with_timeout("sum", serde_json::json!({"values": [1, 2]}), Duration::from_secs(2))
+///     .await?;
+/// assert_eq!(sum, serde_json::json!(3.0));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Peer {
     core: Arc<AgentCore>,
@@ -38,22 +55,29 @@ impl Peer {
         self.did
     }
 
-    /// Opens the link (or returns at once if it is open). Fails with UNKNOWN_AGENT when the
-    /// gateway does not know the peer, TIMEOUT when setup takes longer than the setup timeout,
-    /// CONNECTION_REFUSED when the peer connection cannot be made.
+    /// Opens the link (or returns at once if it is open), within the setup timeout.
     pub async fn connect(&self) -> Result<(), CallError> {
-        self.link().await.map(|_| ())
+        let deadline = Instant::now() + self.core.settings.setup_timeout;
+        self.link(deadline).await.map(|_| ())
     }
 
-    async fn link(&self) -> Result<Arc<Link>, CallError> {
+    async fn link(&self, deadline: Instant) -> Result<LinkHandle, CallError> {
         if self.did == self.core.did {
-            return Err(CallError::new(
-                ErrorCode::UnknownAgent,
-                "an agent cannot link to itself",
-            ));
+            return Err(CallError::Setup(SetupError::SelfLink));
         }
         let status = self.core.links.link(&self.core, self.did)?;
-        wait_open(status, &self.core.stop).await
+        let opened = tokio::time::timeout_at(deadline, wait_open(status));
+        tokio::select! {
+            () = self.core.stop.cancelled() => Err(CallError::ShuttingDown),
+            opened = opened => opened.unwrap_or(Err(CallError::Timeout)),
+        }
+    }
+
+    /// The deadline of a call given `timeout`: no later than the request being served by the
+    /// current task, if any.
+    fn deadline(&self, timeout: Duration) -> Instant {
+        let own = Instant::now() + timeout;
+        inherited_deadline().map_or(own, |inherited| own.min(Instant::from_std(inherited)))
     }
 
     /// Runs `capability` on the peer with `args`; waits up to the default call timeout.
@@ -62,7 +86,7 @@ impl Peer {
             .await
     }
 
-    /// Runs `capability` on the peer, waiting up to `timeout` (sent as `timeout_ms`).
+    /// Runs `capability` on the peer, all of it (link setup included) within `timeout`.
     pub async fn exec_with_timeout(
         &self,
         capability: &str,
@@ -70,14 +94,7 @@ impl Peer {
         timeout: Duration,
     ) -> Result<Value, CallError> {
         let mut call = self.start_exec(capability, args, timeout, false).await?;
-        loop {
-            match call.next().await {
-                Some(Ok(StreamItem::Final(value))) => return Ok(value),
-                Some(Ok(StreamItem::Partial(_))) => {}
-                Some(Err(error)) => return Err(error),
-                None => return Err(lost()),
-            }
-        }
+        call.final_value().await
     }
 
     /// Runs a streaming `capability`: partial results, then the final one, with the default
@@ -108,18 +125,27 @@ impl Peer {
         timeout: Duration,
         stream: bool,
     ) -> Result<ExecStream, CallError> {
-        let timeout_ms = u64::try_from(timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .clamp(1, MAX_EXEC_TIMEOUT_MS);
-        let request = Body::ExecRequest(ExecRequest {
+        let spec = CallSpec::Exec {
             capability: capability.to_owned(),
             args,
-            timeout_ms,
             stream,
-            window: None,
-        });
-        let link = self.link().await?;
-        let (id, events) = link.call(request, stream).await?;
+        };
+        self.start(spec, self.deadline(timeout)).await
+    }
+
+    async fn start(&self, spec: CallSpec, deadline: Instant) -> Result<ExecStream, CallError> {
+        let link = self.link(deadline).await?;
+        let id = MessageId::random();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let command = Command::Call {
+            id,
+            spec,
+            deadline: deadline.into_std(),
+            events: events_tx,
+        };
+        if !link.send(command) {
+            return Err(CallError::lost("the link ended"));
+        }
         Ok(ExecStream {
             call: CallGuard {
                 link,
@@ -127,8 +153,7 @@ impl Peer {
                 done: false,
             },
             events,
-            deadline: Instant::now() + Duration::from_millis(timeout_ms),
-            timeout_ms,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
         })
     }
 
@@ -136,54 +161,50 @@ impl Peer {
     /// call timeout.
     pub async fn intent(&self, intent: Intent) -> Result<IntentReply, CallError> {
         if matches!(intent, Intent::Reply(_)) {
-            return Err(CallError::new(
-                ErrorCode::MalformedMessage,
+            return Err(CallError::protocol(
                 "a reply is sent by the SDK, not requested",
             ));
         }
-        let link = self.link().await?;
-        let (id, mut events) = link.call(Body::Intent(intent), false).await?;
-        let mut call = CallGuard {
-            link,
-            id,
-            done: false,
-        };
-        let timeout = self.core.settings.call_timeout;
-        // Any outcome but a final event leaves `call` to free the call's place when dropped.
-        let outcome = match tokio::time::timeout(timeout, events.recv()).await {
-            Ok(Some(CallEvent::Done(outcome))) => {
-                call.done = true;
-                outcome
-            }
-            Ok(Some(CallEvent::Partial(_)) | None) => Err(lost()),
-            Err(_) => Err(CallError::new(
-                ErrorCode::Timeout,
-                format!("no INTENT reply within {} ms", timeout.as_millis()),
-            )),
-        };
-        serde_json::from_value(outcome?)
-            .map_err(|e| CallError::new(ErrorCode::MalformedMessage, format!("INTENT reply: {e}")))
+        let deadline = self.deadline(self.core.settings.call_timeout);
+        let reply = self
+            .start(CallSpec::Intent(intent), deadline)
+            .await?
+            .final_value()
+            .await?;
+        serde_json::from_value(reply).map_err(|e| CallError::protocol(format!("INTENT reply: {e}")))
     }
-}
 
-impl Peer {
     /// Sends `text` as is on the link (opening it if needed). For tests of what the peer
     /// refuses; real messages go through [`exec`](Self::exec) and [`intent`](Self::intent).
     #[doc(hidden)]
     pub async fn send_raw(&self, text: String) -> Result<(), CallError> {
-        self.link().await?.send_raw(text).await
+        let deadline = Instant::now() + self.core.settings.setup_timeout;
+        let link = self.link(deadline).await?;
+        if link.send(Command::Raw(text)) {
+            Ok(())
+        } else {
+            Err(CallError::lost("the link ended"))
+        }
     }
 }
 
-fn lost() -> CallError {
-    CallError::new(
-        ErrorCode::LinkLost,
-        "the call ended without a final response",
-    )
+/// Waits for a link to open or fail.
+async fn wait_open(mut status: watch::Receiver<LinkStatus>) -> Result<LinkHandle, CallError> {
+    loop {
+        match &*status.borrow_and_update() {
+            LinkStatus::Open(link) => return Ok(link.clone()),
+            LinkStatus::Closed(error) => return Err(error.clone()),
+            LinkStatus::Connecting => {}
+        }
+        if status.changed().await.is_err() {
+            return Err(CallError::lost("the link's task ended"));
+        }
+    }
 }
 
 /// One item of a streamed EXEC.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum StreamItem {
     /// A partial result; more follow.
     Partial(Value),
@@ -191,12 +212,29 @@ pub enum StreamItem {
     Final(Value),
 }
 
-/// An EXEC in flight: partial results in order, then the final one (or an error).
+/// An EXEC in flight: partial results in order, then the final one (or an error), as a
+/// [`Stream`]. Each part read makes room for one more from the callee (flow control, so no
+/// part is ever dropped); dropping the stream, or [`cancel`](Self::cancel), cancels the call
+/// on the callee.
+///
+/// ```no_run
+/// # async fn demo(peer: ioap_client::Peer) -> Result<(), ioap_client::CallError> {
+/// use futures_util::StreamExt;
+/// use ioap_client::StreamItem;
+/// let mut stream = peer.exec_stream("count", serde_json::json!({"to": 3})).await?;
+/// while let Some(item) = stream.next().await {
+///     match item? {
+///         StreamItem::Partial(part) => println!("part {part}"),
+///         StreamItem::Final(result) => println!("done {result}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct ExecStream {
     call: CallGuard,
-    events: mpsc::Receiver<CallEvent>,
-    deadline: Instant,
-    timeout_ms: u64,
+    events: mpsc::UnboundedReceiver<CallEvent>,
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl std::fmt::Debug for ExecStream {
@@ -210,49 +248,74 @@ impl std::fmt::Debug for ExecStream {
 impl ExecStream {
     /// The next item; `None` after the final result or an error.
     pub async fn next(&mut self) -> Option<Result<StreamItem, CallError>> {
-        if self.call.done {
-            return None;
-        }
-        let event = tokio::time::timeout_at(self.deadline, self.events.recv()).await;
-        let item = match event {
-            Ok(Some(CallEvent::Partial(part))) => return Some(Ok(StreamItem::Partial(part))),
-            Ok(Some(CallEvent::Done(Ok(value)))) => Ok(StreamItem::Final(value)),
-            Ok(Some(CallEvent::Done(Err(error)))) => Err(error),
-            Ok(None) => Err(lost()),
-            Err(_) => {
-                let error = CallError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "no final response within timeout_ms ({} ms)",
-                        self.timeout_ms
-                    ),
-                );
-                self.call.link.finish(self.call.id, Err(error.clone()));
-                Err(error)
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// Stops waiting: the callee is told to stop serving the call.
+    pub fn cancel(self) {}
+
+    async fn final_value(&mut self) -> Result<Value, CallError> {
+        loop {
+            match self.next().await {
+                Some(Ok(StreamItem::Final(value))) => return Ok(value),
+                Some(Ok(StreamItem::Partial(_))) => {}
+                Some(Err(error)) => return Err(error),
+                None => return Err(CallError::lost("the call ended without a final response")),
             }
-        };
-        self.call.done = true;
-        Some(item)
+        }
     }
 }
 
-/// Frees the call's place in the link's table if the caller stops waiting early.
+impl Stream for ExecStream {
+    type Item = Result<StreamItem, CallError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.call.done {
+            return Poll::Ready(None);
+        }
+        let item = match self.events.poll_recv(cx) {
+            Poll::Ready(Some(CallEvent::Part(part))) => {
+                let id = self.call.id;
+                self.call.link.send(Command::Consumed { id, parts: 1 });
+                return Poll::Ready(Some(Ok(StreamItem::Partial(part))));
+            }
+            Poll::Ready(Some(CallEvent::Done(Ok(value)))) => Ok(StreamItem::Final(value)),
+            Poll::Ready(Some(CallEvent::Done(Err(error)))) => Err(error),
+            Poll::Ready(None) => Err(CallError::lost("the link's task ended")),
+            // The machine ends the call at its deadline; this is the backstop should the
+            // link's task be slow to say so.
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let item = Err(CallError::Timeout);
+                    self.call.cancel();
+                    return Poll::Ready(Some(item));
+                }
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        self.call.done = true;
+        Poll::Ready(Some(item))
+    }
+}
+
+/// Cancels the call on the callee if the caller stops waiting before its end.
 struct CallGuard {
-    link: Arc<Link>,
+    link: LinkHandle,
     id: MessageId,
     done: bool,
 }
 
+impl CallGuard {
+    fn cancel(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.link.send(Command::Cancel { id: self.id });
+        }
+    }
+}
+
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        if !self.done {
-            self.link.finish(
-                self.id,
-                Err(CallError::new(
-                    ErrorCode::Timeout,
-                    "the caller stopped waiting",
-                )),
-            );
-        }
+        self.cancel();
     }
 }

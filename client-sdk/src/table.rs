@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ioap_protocol::{Body, Did, Envelope, ErrorCode, MessageId};
+use ioap_protocol::{Body, Did, Envelope, MessageId};
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use crate::calls::CallError;
 use crate::core::AgentCore;
 use crate::driver::{self, Start};
-use crate::link::Link;
+use crate::error::CallError;
+use crate::link::LinkHandle;
 
 /// Signaling messages queued per driver; more (a flood) are dropped.
 const SIGNAL_QUEUE: usize = 64;
@@ -22,7 +22,7 @@ pub(crate) enum LinkStatus {
     /// Being set up.
     Connecting,
     /// Open: calls may go.
-    Open(Arc<Link>),
+    Open(LinkHandle),
     /// Ended (setup failed, lost or closed); the next call dials anew.
     Closed(CallError),
 }
@@ -67,10 +67,10 @@ impl LinkTable {
         }
         tables.slots.remove(&remote);
         if tables.slots.len() >= core.settings.max_links {
-            return Err(CallError::new(
-                ErrorCode::TooManyRequests,
-                format!("{} links already open", core.settings.max_links),
-            ));
+            return Err(CallError::local_busy(format!(
+                "{} links already open",
+                core.settings.max_links
+            )));
         }
         Ok(spawn_driver(&mut tables, core, remote, Start::Dial))
     }

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use ioap_client::StreamItem;
+use ioap_client::{CallError, StreamItem};
 use ioap_protocol::payload::{ExecRequest, Intent, IntentStatus};
 use ioap_protocol::{Body, Envelope, ErrorCode, Identity, Timestamp};
 use serde_json::json;
@@ -45,25 +45,29 @@ async fn errors_come_back_typed() {
     let unknown = within(bob_peer.exec("fly", json!(null)))
         .await
         .expect_err("no such capability");
-    assert_eq!(unknown.code, ErrorCode::UnknownCapability);
-    assert!(unknown.message.contains("fly"), "{unknown}");
+    assert_eq!(unknown.code(), ErrorCode::UnknownCapability);
+    assert!(unknown.is_remote());
+    assert!(unknown.to_string().contains("fly"), "{unknown}");
     let failed = within(bob_peer.exec("fail", json!({"message": "disk full"})))
         .await
         .expect_err("the handler fails");
-    assert_eq!(failed.code, ErrorCode::HandlerError);
     assert_eq!(
-        failed.message, "disk full",
+        failed,
+        CallError::Remote {
+            code: ErrorCode::HandlerError,
+            message: "disk full".into()
+        },
         "the handler's message passes through"
     );
     let invalid = within(bob_peer.exec("sum", json!({"values": "x"})))
         .await
         .expect_err("bad args");
-    assert_eq!(invalid.code, ErrorCode::InvalidArgs);
+    assert_eq!(invalid.code(), ErrorCode::InvalidArgs);
     let stranger = Identity::generate().expect("rng").did();
     let absent = within(alice.peer(stranger).exec("echo", json!(1)))
         .await
         .expect_err("nobody there");
-    assert_eq!(absent.code, ErrorCode::UnknownAgent, "{absent}");
+    assert_eq!(absent.code(), ErrorCode::UnknownAgent, "{absent}");
     alice.close().await;
     bob.close().await;
 }
@@ -84,7 +88,7 @@ async fn a_call_times_out_and_the_link_goes_on() {
     ))
     .await
     .expect_err("too slow");
-    assert_eq!(slow.code, ErrorCode::Timeout);
+    assert_eq!(slow.code(), ErrorCode::Timeout);
     let next = within(bob_peer.exec("echo", json!(2))).await;
     assert_eq!(next, Ok(json!(2)));
     alice.close().await;
@@ -227,7 +231,7 @@ async fn a_closed_peer_fails_calls_in_flight_and_the_next_call_dials_again() {
     within(bob_peer.exec("echo", json!(0))).await.expect("echo");
     bob.close().await;
     let failed = within(pending).await.expect("task").expect_err("link lost");
-    assert_eq!(failed.code, ErrorCode::LinkLost, "{failed}");
+    assert_eq!(failed.code(), ErrorCode::LinkLost, "{failed}");
     let bob = agent_as(&gateway.ws_url(), bob_identity).await;
     let again = within(bob_peer.exec("echo", json!("back"))).await;
     assert_eq!(again, Ok(json!("back")));
@@ -284,10 +288,7 @@ async fn requests_beyond_the_serving_bound_are_refused_with_too_many_requests() 
     let alice = agent(&gateway.ws_url()).await;
     let bob = support::builder(&gateway.ws_url(), Identity::generate().expect("rng"))
         .link_settings(ioap_client::LinkSettings {
-            limits: ioap_client::LinkLimits {
-                max_calls: 256,
-                max_serving: 2,
-            },
+            limits: ioap_client::LinkLimits::default().max_serving(2),
             ..support::link_settings()
         })
         .connect()
@@ -301,7 +302,9 @@ async fn requests_beyond_the_serving_bound_are_refused_with_too_many_requests() 
     let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(served, 2, "{results:?}");
     assert!(
-        refused.iter().all(|e| e.code == ErrorCode::TooManyRequests),
+        refused
+            .iter()
+            .all(|e| e.code() == ErrorCode::TooManyRequests),
         "{refused:?}"
     );
     assert_eq!(
@@ -320,10 +323,7 @@ async fn a_timed_out_intent_frees_its_place_on_the_link() {
     let alice = support::builder(&gateway.ws_url(), Identity::generate().expect("rng"))
         .link_settings(ioap_client::LinkSettings {
             call_timeout: Duration::from_millis(200),
-            limits: ioap_client::LinkLimits {
-                max_calls: 1,
-                max_serving: 64,
-            },
+            limits: ioap_client::LinkLimits::default().max_calls(1),
             ..support::link_settings()
         })
         .connect()
@@ -341,7 +341,7 @@ async fn a_timed_out_intent_frees_its_place_on_the_link() {
     let late = within(peer.intent(Intent::query("anyone?", json!(null))))
         .await
         .expect_err("no reply in time");
-    assert_eq!(late.code, ErrorCode::Timeout);
+    assert_eq!(late.code(), ErrorCode::Timeout);
     assert_eq!(
         within(peer.exec("echo", json!("next"))).await,
         Ok(json!("next")),

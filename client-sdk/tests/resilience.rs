@@ -146,7 +146,7 @@ async fn an_sdp_altered_in_transit_yields_no_link() {
     let refused = within(alice.peer(bob.did()).connect())
         .await
         .expect_err("no link through an altered SDP");
-    assert_eq!(refused.code, ErrorCode::Timeout, "{refused}");
+    assert_eq!(refused.code(), ErrorCode::Timeout, "{refused}");
     assert!(
         bob.refused_messages() >= 1,
         "Bob refused the altered OFFER (its signature no longer verifies)"
@@ -156,7 +156,7 @@ async fn an_sdp_altered_in_transit_yields_no_link() {
     let refused = within(bob.peer(alice.did()).connect())
         .await
         .expect_err("no link through an altered SDP");
-    assert_eq!(refused.code, ErrorCode::Timeout, "{refused}");
+    assert_eq!(refused.code(), ErrorCode::Timeout, "{refused}");
     assert_eq!((alice.open_links(), bob.open_links()), (0, 0));
     alice.close().await;
     bob.close().await;

@@ -105,15 +105,12 @@ pub fn route(frame: &str, session: SessionView<'_>) -> Action {
         );
     }
     if session.verify_relayed {
-        let verified = ReceivedEnvelope::decode_with(frame.as_bytes(), resolve)
-            .map_err(refuse)
-            .and_then(|received| {
-                received
-                    .verify()
-                    .map_err(|_| reject(ErrorCode::InvalidSignature, BAD_SIGNATURE.into()))
-            });
-        if let Err(refusal) = verified {
-            return refusal;
+        match ReceivedEnvelope::decode_with(frame.as_bytes(), resolve) {
+            Err(error) => return refuse(error),
+            Ok(received) if received.verify().is_err() => {
+                return reject(ErrorCode::InvalidSignature, BAD_SIGNATURE.into());
+            }
+            Ok(_) => {}
         }
     }
     Action::Relay {

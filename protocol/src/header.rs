@@ -90,10 +90,10 @@ mod tests {
     #[test]
     fn refuses_envelope_faults_with_the_frame_id() {
         let frame = offer_frame();
-        let mut value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&frame).expect("json");
         value["from"] = "did:key:zNotAKey".into();
         let bad = value.to_string();
-        let error = FrameHeader::decode_with(bad.as_bytes(), |_| None).unwrap_err();
+        let error = FrameHeader::decode_with(bad.as_bytes(), |_| None).expect_err("refused");
         assert!(matches!(
             error.kind,
             DecodeErrorKind::BadField { field: "from", .. }
@@ -107,9 +107,10 @@ mod tests {
     #[test]
     fn needs_an_object_payload_and_a_well_formed_signature() {
         let frame = offer_frame();
-        let mut value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&frame).expect("json");
         value["payload"] = serde_json::json!([1]);
-        let error = FrameHeader::decode_with(value.to_string().as_bytes(), |_| None).unwrap_err();
+        let error =
+            FrameHeader::decode_with(value.to_string().as_bytes(), |_| None).expect_err("refused");
         assert!(matches!(
             error.kind,
             DecodeErrorKind::BadField {
@@ -118,9 +119,10 @@ mod tests {
             }
         ));
 
-        let mut value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&frame).expect("json");
         value["signature"] = "not base64url!".into();
-        let error = FrameHeader::decode_with(value.to_string().as_bytes(), |_| None).unwrap_err();
+        let error =
+            FrameHeader::decode_with(value.to_string().as_bytes(), |_| None).expect_err("refused");
         assert_eq!(error.kind, DecodeErrorKind::SignatureEncoding);
     }
 
@@ -137,16 +139,20 @@ mod tests {
         )
         .in_reply_to(MessageId::random());
         let frame = answer.sign(&alice).expect("signs").into_string();
-        let mut value: serde_json::Value = serde_json::from_str(&frame).unwrap();
-        value.as_object_mut().unwrap().remove("correlation_id");
-        let error = FrameHeader::decode_with(value.to_string().as_bytes(), |_| None).unwrap_err();
+        let mut value: serde_json::Value = serde_json::from_str(&frame).expect("json");
+        value
+            .as_object_mut()
+            .expect("object")
+            .remove("correlation_id");
+        let error =
+            FrameHeader::decode_with(value.to_string().as_bytes(), |_| None).expect_err("refused");
         assert!(matches!(error.kind, DecodeErrorKind::Rule(_)));
     }
 
     #[test]
     fn leaves_the_payload_members_to_the_receiver() {
         let frame = offer_frame();
-        let mut value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&frame).expect("json");
         value["payload"] = serde_json::json!({"sdp": 5});
         let bytes = value.to_string();
         assert!(FrameHeader::decode_with(bytes.as_bytes(), |_| None).is_ok());

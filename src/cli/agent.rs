@@ -133,8 +133,12 @@ fn parse_json(text: &str, what: &str) -> anyhow::Result<Value> {
 
 /// A failed call: the error as JSON on stdout, in words on stderr, exit status 1.
 fn call_failed(error: &CallError) -> anyhow::Result<ExitCode> {
-    print_json(&json!({"error": {"code": error.code, "message": error.message}}))?;
-    eprintln!("error: {}: {}", error.code, error.message);
+    print_json(&json!({"error": {
+        "code": error.code(),
+        "message": error.to_string(),
+        "remote": error.is_remote(),
+    }}))?;
+    eprintln!("error: {}: {error}", error.code());
     Ok(ExitCode::FAILURE)
 }
 
@@ -220,13 +224,11 @@ async fn stream(
         match item {
             Ok(StreamItem::Partial(part)) => print_json(&json!({"partial": part}))?,
             Ok(StreamItem::Final(value)) => return Ok(Ok(value)),
+            Ok(_) => {}
             Err(error) => return Ok(Err(error)),
         }
     }
-    Ok(Err(CallError::new(
-        ioap_protocol::ErrorCode::LinkLost,
-        "the call ended without a final result",
-    )))
+    anyhow::bail!("the call ended without a final result")
 }
 
 /// `ioap intent`: one INTENT query; the reply as JSON.

@@ -87,7 +87,7 @@ pub async fn run(
 
 /// One call; `Ok` holds its round trip (to the final result when streaming).
 async fn call(peer: &Peer, plan: &Plan, data: &Value) -> Result<Duration, String> {
-    let code = |error: CallError| error.code.as_str().to_owned();
+    let code = |error: CallError| error.code().as_str().to_owned();
     let started = Instant::now();
     match plan.stream_parts {
         None => {

@@ -35,7 +35,7 @@ pub async fn run(
             let started = Instant::now();
             match peer.connect().await {
                 Ok(()) => Ok((peer, started.elapsed())),
-                Err(error) => Err(error.code.as_str().to_owned()),
+                Err(error) => Err(error.code().as_str().to_owned()),
             }
         })
         .buffer_unordered(plan.dial_concurrency);

@@ -1,0 +1,647 @@
+//! One link's protocol after its data channel exists (PROTOCOL_DESIGN.md §11.1 step 4–5,
+//! §11.3, §11.4), as a state machine with time as an input: no I/O, no clock, no randomness.
+//!
+//! The driver feeds it verified envelopes from the peer, the application's calls, the
+//! handlers' parts and results, and the time; it reads back envelopes to sign and send
+//! ([`LinkMachine::poll_transmit`]), events for callers and handlers
+//! ([`LinkMachine::poll_event`]) and when to call [`LinkMachine::handle_timeout`] next.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use ioap_protocol::payload::{
+    Cancel, Credit, ErrorPayload, ExecRequest, ExecResponse, ExecStatus, FEATURE_CANCEL,
+    FEATURE_FLOW, Features, Intent, IntentReply, MAX_EXEC_TIMEOUT_MS, Ping,
+};
+use ioap_protocol::{Body, Envelope, ErrorCode, MessageId};
+use serde_json::Value;
+
+use super::calls::{CallKind, Flow, OutCall, OutCalls, PartCheck};
+use super::events::{CallEvent, LinkEnd, LinkEvent, ServeRequest, Transmit};
+use super::serving::{PartPlan, Served, ServedKind, ServedRequests};
+use crate::error::CallError;
+
+/// How long the callee serves an INTENT (callers wait as long by default).
+pub const INTENT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The fixed settings of one link.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkConfig {
+    /// A PING goes out each interval in which we sent nothing else.
+    pub(crate) heartbeat_interval: Duration,
+    /// Silence from the peer for this long loses the link.
+    pub(crate) link_timeout: Duration,
+    /// Our calls in flight at once.
+    pub(crate) max_calls: usize,
+    /// The peer's requests served at once.
+    pub(crate) max_serving: usize,
+    /// The window of our streamed calls to a peer that does flow control.
+    pub(crate) window: u32,
+}
+
+/// What the application asks of the peer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CallSpec {
+    /// Run a capability.
+    Exec {
+        capability: String,
+        args: Value,
+        stream: bool,
+    },
+    /// An INTENT query or task.
+    Intent(Intent),
+}
+
+/// How a handler ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ServeOutcome {
+    /// An EXEC's final result.
+    Value(Value),
+    /// An INTENT's reply.
+    Reply(IntentReply),
+    /// The request failed; answered with this error.
+    Failed(ErrorPayload),
+}
+
+/// What became of a handler's part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PartStatus {
+    /// It went out.
+    Sent,
+    /// It waits for credit.
+    Held,
+    /// It will not be sent: the caller did not ask to stream, or the request is no longer
+    /// served.
+    NotSent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Call(MessageId),
+    Served(MessageId),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Setup {
+        deadline: Instant,
+    },
+    Open {
+        last_heard: Instant,
+        next_tick: Instant,
+    },
+    Ended(LinkEnd),
+}
+
+/// The peer's 1.1 features, as its FEATURES announced them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PeerFeatures {
+    flow: bool,
+    cancel: bool,
+}
+
+/// One link's state.
+#[derive(Debug)]
+pub(crate) struct LinkMachine {
+    config: LinkConfig,
+    state: State,
+    hello_sent: bool,
+    peer: PeerFeatures,
+    sent_since_tick: bool,
+    ping_sequence: u64,
+    calls: OutCalls,
+    served: ServedRequests,
+    timers: BTreeSet<(Instant, Timer)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<LinkEvent>,
+}
+
+impl LinkMachine {
+    /// A link whose channel must open, and the peer's first PING arrive, by `setup_deadline`.
+    pub(crate) fn new(config: LinkConfig, setup_deadline: Instant) -> Self {
+        LinkMachine {
+            config,
+            state: State::Setup {
+                deadline: setup_deadline,
+            },
+            hello_sent: false,
+            peer: PeerFeatures::default(),
+            sent_since_tick: false,
+            ping_sequence: 0,
+            calls: OutCalls::default(),
+            served: ServedRequests::default(),
+            timers: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Whether the peer's first PING has arrived and the link has not ended.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.state, State::Open { .. })
+    }
+
+    /// Why the link ended, once it has.
+    pub(crate) fn ended(&self) -> Option<&LinkEnd> {
+        match &self.state {
+            State::Ended(end) => Some(end),
+            _ => None,
+        }
+    }
+
+    /// Calls in flight and requests being served.
+    #[cfg(test)]
+    pub(crate) fn load(&self) -> (usize, usize) {
+        (self.calls.len(), self.served.len())
+    }
+
+    /// The next envelope to sign and send.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for callers, handlers or the driver.
+    pub(crate) fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let link = match &self.state {
+            State::Setup { deadline } => *deadline,
+            State::Open {
+                last_heard,
+                next_tick,
+            } => (*last_heard + self.config.link_timeout).min(*next_tick),
+            State::Ended(_) => return None,
+        };
+        let timer = self.timers.first().map(|(at, _)| *at);
+        Some(timer.map_or(link, |timer| timer.min(link)))
+    }
+
+    fn send(&mut self, body: Body, correlation: Option<MessageId>) {
+        self.sent_since_tick = true;
+        self.transmits.push_back(Transmit {
+            id: None,
+            body,
+            correlation,
+        });
+    }
+
+    /// The data channel opened: our FEATURES and first PING go out (§11.1, §11.4).
+    pub(crate) fn handle_channel_open(&mut self) {
+        if self.hello_sent || self.ended().is_some() {
+            return;
+        }
+        self.hello_sent = true;
+        let features = Features {
+            features: vec![FEATURE_FLOW.into(), FEATURE_CANCEL.into()],
+        };
+        self.send(Body::Features(features), None);
+        self.send(Body::Ping(Ping { sequence: 0 }), None);
+    }
+
+    /// A verified envelope from the peer arrived on the channel.
+    pub(crate) fn handle_message(&mut self, now: Instant, envelope: Envelope) {
+        match &mut self.state {
+            State::Ended(_) => {}
+            State::Setup { .. } => match envelope.body {
+                Body::Features(features) => {
+                    self.peer = PeerFeatures {
+                        flow: features.has(FEATURE_FLOW),
+                        cancel: features.has(FEATURE_CANCEL),
+                    };
+                }
+                Body::Ping(ping) => {
+                    // The peer's PING may come before our channel-open event.
+                    self.handle_channel_open();
+                    self.state = State::Open {
+                        last_heard: now,
+                        next_tick: now + self.config.heartbeat_interval,
+                    };
+                    self.events.push_back(LinkEvent::Opened);
+                    self.send(Body::Pong(ping), Some(envelope.id));
+                }
+                _ => self.events.push_back(LinkEvent::Refused),
+            },
+            State::Open { last_heard, .. } => {
+                *last_heard = now;
+                self.dispatch(now, envelope);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, envelope: Envelope) {
+        let correlation = envelope.correlation_id;
+        match (envelope.body, correlation) {
+            (Body::Ping(ping), _) => self.send(Body::Pong(ping), Some(envelope.id)),
+            (Body::Pong(_) | Body::Features(_), _) => {}
+            (Body::ExecRequest(request), _) => self.serve_exec(now, envelope.id, request),
+            (Body::Intent(Intent::Reply(reply)), Some(id)) => {
+                let reply = serde_json::to_value(reply).unwrap_or(Value::Null);
+                self.finish_call(id, Ok(reply));
+            }
+            (Body::Intent(intent), None) => self.serve_intent(now, envelope.id, intent),
+            (Body::ExecResponse(response), Some(id)) => self.on_response(id, response),
+            (Body::Error(error), Some(id)) => {
+                self.finish_call(id, Err(CallError::remote(error.code, error.message)));
+            }
+            (Body::Credit(credit), Some(id)) => self.on_credit(now, id, credit),
+            (Body::Cancel(_), Some(id)) => self.stop_serving(id),
+            _ => self.events.push_back(LinkEvent::Refused),
+        }
+    }
+
+    /// Time passed: deadlines, heartbeat, silence.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Call(id) => {
+                    let after = self.calls.get_mut(&id).map(|_| ());
+                    if after.is_some() {
+                        self.abandon_call(id, CallError::deadline());
+                    }
+                }
+                Timer::Served(id) => self.serve_timed_out(id),
+            }
+        }
+        match self.state {
+            State::Setup { deadline } if now >= deadline => {
+                self.end(LinkEnd::SetupTimeout);
+            }
+            State::Open {
+                last_heard,
+                next_tick,
+            } => {
+                if now >= last_heard + self.config.link_timeout {
+                    self.end(LinkEnd::Silent(self.config.link_timeout));
+                } else if now >= next_tick {
+                    self.heartbeat(now, next_tick);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn heartbeat(&mut self, now: Instant, tick: Instant) {
+        let mut next = tick + self.config.heartbeat_interval;
+        if next <= now {
+            // Ticks missed while the driver was busy are not made up.
+            next = now + self.config.heartbeat_interval;
+        }
+        if let State::Open { next_tick, .. } = &mut self.state {
+            *next_tick = next;
+        }
+        if !std::mem::take(&mut self.sent_since_tick) {
+            self.ping_sequence += 1;
+            self.transmits.push_back(Transmit {
+                id: None,
+                body: Body::Ping(Ping {
+                    sequence: self.ping_sequence,
+                }),
+                correlation: None,
+            });
+            self.events.push_back(LinkEvent::HeartbeatSent);
+        }
+    }
+
+    /// Ends the link: every call fails with `end`'s error, every handler is stopped.
+    pub(crate) fn end(&mut self, end: LinkEnd) {
+        if self.ended().is_some() {
+            return;
+        }
+        let error = end.call_error();
+        for (id, _) in self.calls.drain() {
+            self.events.push_back(LinkEvent::Call {
+                id,
+                event: CallEvent::Done(Err(error.clone())),
+            });
+        }
+        for (id, _) in self.served.drain() {
+            self.events.push_back(LinkEvent::StopServing { id });
+        }
+        self.timers.clear();
+        self.transmits.clear();
+        self.state = State::Ended(end.clone());
+        self.events.push_back(LinkEvent::Ended(end));
+    }
+}
+
+// The caller's side: calls and their streams.
+impl LinkMachine {
+    /// Sends a request `id` for the application, to be answered by `deadline`.
+    pub(crate) fn start_call(
+        &mut self,
+        now: Instant,
+        id: MessageId,
+        spec: CallSpec,
+        deadline: Instant,
+    ) -> Result<(), CallError> {
+        match &self.state {
+            State::Ended(end) => return Err(end.call_error()),
+            State::Setup { .. } => return Err(CallError::local_busy("the link is not open yet")),
+            State::Open { .. } => {}
+        }
+        if self.calls.len() >= self.config.max_calls {
+            return Err(CallError::local_busy(format!(
+                "{} calls already in flight on this link",
+                self.config.max_calls
+            )));
+        }
+        if deadline <= now {
+            return Err(CallError::deadline());
+        }
+        let (body, kind, flow) = match spec {
+            CallSpec::Exec {
+                capability,
+                args,
+                stream,
+            } => {
+                let window = (stream && self.peer.flow).then_some(self.config.window);
+                let millis = deadline.saturating_duration_since(now).as_millis();
+                let mut request = ExecRequest::new(capability, args);
+                request.timeout_ms = u64::try_from(millis)
+                    .unwrap_or(u64::MAX)
+                    .clamp(1, MAX_EXEC_TIMEOUT_MS);
+                request.stream = stream;
+                request.window = window;
+                let flow = window.map(|window| Flow {
+                    window,
+                    granted: window,
+                    pending: 0,
+                });
+                (Body::ExecRequest(request), CallKind::Exec { stream }, flow)
+            }
+            CallSpec::Intent(intent) => (Body::Intent(intent), CallKind::Intent, None),
+        };
+        self.sent_since_tick = true;
+        self.transmits.push_back(Transmit {
+            id: Some(id),
+            body,
+            correlation: None,
+        });
+        let call = OutCall {
+            kind,
+            deadline,
+            held: 0,
+            flow,
+        };
+        self.timers.insert((deadline, Timer::Call(id)));
+        self.calls.insert(id, call);
+        Ok(())
+    }
+
+    /// The application consumed `parts` of call `id`'s stream.
+    pub(crate) fn consume(&mut self, id: MessageId, parts: u32) {
+        let Some(grant) = self.calls.get_mut(&id).and_then(|call| call.consume(parts)) else {
+            return;
+        };
+        self.send(Body::Credit(Credit { parts: grant }), Some(id));
+    }
+
+    /// The application stopped waiting for call `id` (dropped or cancelled it).
+    pub(crate) fn cancel_call(&mut self, id: MessageId) {
+        if let Some(call) = self.calls.remove(&id) {
+            self.timers.remove(&(call.deadline, Timer::Call(id)));
+            self.send_cancel(id, "the caller cancelled the call");
+        }
+    }
+
+    fn send_cancel(&mut self, id: MessageId, reason: &str) {
+        if self.peer.cancel {
+            let reason = Some(reason.to_owned());
+            self.send(Body::Cancel(Cancel { reason }), Some(id));
+        }
+    }
+
+    /// Ends call `id` for a reason of ours and tells the callee to stop.
+    fn abandon_call(&mut self, id: MessageId, error: CallError) {
+        if self.finish_call(id, Err(error)) {
+            self.send_cancel(id, "the caller stopped waiting");
+        }
+    }
+
+    fn finish_call(&mut self, id: MessageId, outcome: Result<Value, CallError>) -> bool {
+        let Some(call) = self.calls.remove(&id) else {
+            return false;
+        };
+        self.timers.remove(&(call.deadline, Timer::Call(id)));
+        self.events.push_back(LinkEvent::Call {
+            id,
+            event: CallEvent::Done(outcome),
+        });
+        true
+    }
+
+    fn on_response(&mut self, id: MessageId, response: ExecResponse) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match response.status {
+            ExecStatus::Partial => match call.receive_part() {
+                PartCheck::Deliver => self.events.push_back(LinkEvent::Call {
+                    id,
+                    event: CallEvent::Part(response.result.unwrap_or(Value::Null)),
+                }),
+                PartCheck::NotStreaming => self.abandon_call(
+                    id,
+                    CallError::protocol("a streamed part for a call that did not ask to stream"),
+                ),
+                PartCheck::OverCredit => self.abandon_call(
+                    id,
+                    CallError::protocol("the callee sent more parts than the caller had room for"),
+                ),
+            },
+            ExecStatus::Ok => {
+                self.finish_call(id, Ok(response.result.unwrap_or(Value::Null)));
+            }
+            ExecStatus::Error => {
+                let error = response.error.map_or_else(
+                    || CallError::remote(ErrorCode::InternalError, "error without details"),
+                    |e| CallError::remote(e.code, e.message),
+                );
+                self.finish_call(id, Err(error));
+            }
+        }
+    }
+}
+
+// The callee's side: requests being served.
+impl LinkMachine {
+    fn admit(&mut self, now: Instant, id: MessageId, served: Served) -> bool {
+        if self.served.len() >= self.config.max_serving {
+            let refusal = ErrorPayload::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "{} requests already being served on this link",
+                    self.config.max_serving
+                ),
+            );
+            self.answer(
+                now,
+                id,
+                served.kind,
+                served.started,
+                ServeOutcome::Failed(refusal),
+            );
+            return false;
+        }
+        self.timers.insert((served.deadline, Timer::Served(id)));
+        self.served.insert(id, served);
+        true
+    }
+
+    fn serve_exec(&mut self, now: Instant, id: MessageId, request: ExecRequest) {
+        let deadline = now + Duration::from_millis(request.timeout_ms);
+        let served = Served {
+            kind: ServedKind::Exec,
+            started: now,
+            deadline,
+            stream: request.stream,
+            credit: request.window,
+            waiting: None,
+        };
+        if self.admit(now, id, served) {
+            let request = ServeRequest::Exec { request, deadline };
+            self.events.push_back(LinkEvent::Serve { id, request });
+        }
+    }
+
+    fn serve_intent(&mut self, now: Instant, id: MessageId, intent: Intent) {
+        let deadline = now + INTENT_DEADLINE;
+        let served = Served {
+            kind: ServedKind::Intent,
+            started: now,
+            deadline,
+            stream: false,
+            credit: None,
+            waiting: None,
+        };
+        if self.admit(now, id, served) {
+            let request = ServeRequest::Intent { intent, deadline };
+            self.events.push_back(LinkEvent::Serve { id, request });
+        }
+    }
+
+    /// A handler sends a part of request `id`. When it is held for credit,
+    /// [`LinkEvent::PartSent`] follows once it goes out (or `StopServing` if it never does).
+    pub(crate) fn serve_part(&mut self, now: Instant, id: MessageId, part: Value) -> PartStatus {
+        let Some(served) = self.served.get_mut(&id) else {
+            return PartStatus::NotSent;
+        };
+        let started = served.started;
+        match served.offer_part(part) {
+            PartPlan::Send(part) => {
+                self.send_part(now, id, started, part);
+                PartStatus::Sent
+            }
+            PartPlan::Hold => PartStatus::Held,
+            PartPlan::Discard => PartStatus::NotSent,
+        }
+    }
+
+    fn send_part(&mut self, now: Instant, id: MessageId, started: Instant, part: Value) {
+        let response = ExecResponse {
+            status: ExecStatus::Partial,
+            result: Some(part),
+            error: None,
+            execution_time_ms: elapsed_ms(now, started),
+        };
+        self.send(Body::ExecResponse(response), Some(id));
+    }
+
+    fn on_credit(&mut self, now: Instant, id: MessageId, credit: Credit) {
+        let Some(served) = self.served.get_mut(&id) else {
+            return;
+        };
+        let started = served.started;
+        if let Some(part) = served.add_credit(credit.parts) {
+            self.send_part(now, id, started, part);
+            self.events.push_back(LinkEvent::PartSent { id });
+        }
+    }
+
+    /// A handler finished request `id`.
+    pub(crate) fn serve_done(&mut self, now: Instant, id: MessageId, outcome: ServeOutcome) {
+        let Some(served) = self.served.remove(&id) else {
+            return;
+        };
+        self.timers.remove(&(served.deadline, Timer::Served(id)));
+        self.answer(now, id, served.kind, served.started, outcome);
+    }
+
+    fn answer(
+        &mut self,
+        now: Instant,
+        id: MessageId,
+        kind: ServedKind,
+        started: Instant,
+        outcome: ServeOutcome,
+    ) {
+        let execution_time_ms = elapsed_ms(now, started);
+        let mismatch = || {
+            ErrorPayload::new(
+                ErrorCode::InternalError,
+                "the handler answered another kind of request",
+            )
+        };
+        let body = match (kind, outcome) {
+            (ServedKind::Exec, ServeOutcome::Value(value)) => Body::ExecResponse(ExecResponse {
+                status: ExecStatus::Ok,
+                result: Some(value),
+                error: None,
+                execution_time_ms,
+            }),
+            (ServedKind::Exec, ServeOutcome::Failed(error)) => Body::ExecResponse(ExecResponse {
+                status: ExecStatus::Error,
+                result: None,
+                error: Some(error),
+                execution_time_ms,
+            }),
+            (ServedKind::Exec, ServeOutcome::Reply(_)) => Body::ExecResponse(ExecResponse {
+                status: ExecStatus::Error,
+                result: None,
+                error: Some(mismatch()),
+                execution_time_ms,
+            }),
+            (ServedKind::Intent, ServeOutcome::Reply(reply)) => Body::Intent(Intent::Reply(reply)),
+            (ServedKind::Intent, ServeOutcome::Failed(error)) => Body::Error(error),
+            (ServedKind::Intent, ServeOutcome::Value(_)) => Body::Error(mismatch()),
+        };
+        self.send(body, Some(id));
+    }
+
+    fn serve_timed_out(&mut self, id: MessageId) {
+        let Some(served) = self.served.remove(&id) else {
+            return;
+        };
+        self.events.push_back(LinkEvent::StopServing { id });
+        let message = match served.kind {
+            ServedKind::Exec => "the handler ran past timeout_ms",
+            ServedKind::Intent => "the INTENT handler did not reply in time",
+        };
+        let error = ErrorPayload::new(ErrorCode::Timeout, message);
+        self.answer(
+            served.deadline,
+            id,
+            served.kind,
+            served.started,
+            ServeOutcome::Failed(error),
+        );
+    }
+
+    fn stop_serving(&mut self, id: MessageId) {
+        if let Some(served) = self.served.remove(&id) {
+            self.timers.remove(&(served.deadline, Timer::Served(id)));
+            self.events.push_back(LinkEvent::StopServing { id });
+        }
+    }
+}
+
+fn elapsed_ms(now: Instant, started: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(started).as_millis()).unwrap_or(u64::MAX)
+}
