@@ -179,3 +179,68 @@ async fn a_peer_process_killed_mid_call_is_link_lost_within_the_heartbeat_bound(
     assert!(again.is_err(), "the next call re-dials a peer that is gone");
     agent.close().await;
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to the child.
+fn signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_outlives_its_deadline_while_the_callee_is_frozen_and_the_link_is_redialed() {
+    const DEADLINE: Duration = Duration::from_secs(2);
+    const SLACK: Duration = Duration::from_millis(250);
+    let gateway = gateway().await;
+    let (server, did) = serve(&gateway).await;
+    let agent = Agent::builder(gateway.ws_url())
+        .connect()
+        .await
+        .expect("registers");
+    let peer = agent.peer(did);
+    let echoed = tokio::time::timeout(WAIT, peer.exec("echo", json!(1))).await;
+    assert_eq!(echoed.expect("in time"), Ok(json!(1)));
+
+    signal(&server, "STOP");
+    let frozen = Instant::now();
+    // Twenty callers call in a loop for 10 s: the first calls wait on the open link, the link
+    // is lost after 5 s of silence, and later calls must re-dial a peer that does not answer.
+    let callers = (0..20).map(|_| {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut calls = 0;
+            while frozen.elapsed() < Duration::from_secs(10) {
+                let started = Instant::now();
+                let outcome = peer.exec_with_timeout("echo", json!(2), DEADLINE).await;
+                worst = worst.max(started.elapsed());
+                calls += 1;
+                assert!(outcome.is_err(), "a frozen peer answered: {outcome:?}");
+            }
+            (worst, calls)
+        })
+    });
+    let results = tokio::time::timeout(WAIT, futures_util::future::join_all(callers))
+        .await
+        .expect("in time");
+    signal(&server, "CONT");
+    let (worst, calls) = results
+        .into_iter()
+        .map(|r| r.expect("caller task"))
+        .fold((Duration::ZERO, 0), |(w, n), (worst, calls)| {
+            (w.max(worst), n + calls)
+        });
+    println!(
+        "frozen callee: {calls} calls, slowest returned after {worst:?} (deadline {DEADLINE:?})"
+    );
+    assert!(
+        worst <= DEADLINE + SLACK,
+        "a call returned {:?} after its deadline",
+        worst - DEADLINE
+    );
+    agent.close().await;
+    drop(server);
+}

@@ -216,8 +216,24 @@ async fn route_signaling(
 
 /// An agent: registered with a gateway, answering peers, calling them by DID.
 ///
-/// Dropping it stops every task it started; [`Agent::close`] also unregisters first and waits
-/// for the links to close.
+/// [`Agent::close`] closes every link, unregisters, and waits for all of it. Dropping the agent
+/// does the same in the background: its links end, it unregisters from the gateway, and any
+/// [`Peer`] handle that outlives it fails every call with [`CallError::ShuttingDown`] — an
+/// agent never stays registered answering nobody.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use ioap_client::{Agent, CapabilityHandler};
+/// let agent = Agent::builder("ws://127.0.0.1:8000/ws")
+///     .capability(CapabilityHandler::new("echo", |args| async move { Ok(args) }))
+///     .connect()
+///     .await?;
+/// println!("serving as {}", agent.did());
+/// agent.close().await;
+/// # Ok(()) }
+/// ```
+///
+/// [`CallError::ShuttingDown`]: crate::CallError::ShuttingDown
 pub struct Agent {
     core: Arc<AgentCore>,
     directory: Directory,
@@ -299,5 +315,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.core.stop.cancel();
         self.core.tasks.close();
+        self.core.gateway.begin_close();
     }
 }

@@ -263,6 +263,12 @@ impl GatewayClient {
         Ok((id, envelope.sign(&self.identity)?.into_string()))
     }
 
+    /// Starts closing: unregisters, closes the connection and stops reconnecting, in the
+    /// background.
+    pub fn begin_close(&self) {
+        self.stop.cancel();
+    }
+
     /// Unregisters, closes the connection and stops reconnecting; returns once closed.
     pub async fn close(&self) {
         self.stop.cancel();

@@ -62,6 +62,9 @@ impl Peer {
     }
 
     async fn link(&self, deadline: Instant) -> Result<LinkHandle, CallError> {
+        if self.core.stop.is_cancelled() {
+            return Err(CallError::ShuttingDown);
+        }
         if self.did == self.core.did {
             return Err(CallError::Setup(SetupError::SelfLink));
         }
