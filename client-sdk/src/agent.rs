@@ -159,8 +159,8 @@ impl AgentBuilder {
             gateway,
             engine: RtcEngine::new(&self.rtc),
             handlers: self.handlers,
+            links: LinkTable::new(self.links.max_links),
             settings: self.links,
-            links: LinkTable::default(),
             refusals: Refusals::default(),
             heartbeats_sent: AtomicU64::new(0),
             stop: CancellationToken::new(),
@@ -207,7 +207,7 @@ async fn route_signaling(
         tokio::select! {
             () = core.stop.cancelled() => break,
             envelope = inbound.recv() => match envelope {
-                Some(envelope) => core.links.route(&core, Box::new(envelope)),
+                Some(envelope) => crate::driver::route(&core, Box::new(envelope)),
                 None => break,
             },
         }

@@ -22,11 +22,11 @@ use crate::machine::{CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, Par
 use crate::negotiation::{Negotiation, Step};
 use crate::rtc::{Candidate, RtcEvent, RtcPeer, RtcState};
 use crate::serve::spawn_handler;
-use crate::table::LinkStatus;
+use crate::table::{Claim, LinkStatus, NewLink};
 use crate::verify::PeerVerifier;
 
 /// How a driver begins.
-pub(crate) enum Start {
+enum Start {
     /// We dial.
     Dial,
     /// The peer dialed: this is its OFFER.
@@ -66,15 +66,37 @@ enum Input {
     Timeout,
 }
 
-/// Runs one peer's link until it ends.
-pub(crate) async fn run(
-    core: Arc<AgentCore>,
+/// The link to `remote`: the live one, or a new one whose task starts now.
+pub(crate) fn link(
+    core: &Arc<AgentCore>,
     remote: Did,
-    generation: u64,
-    start: Start,
-    mut signals: mpsc::Receiver<Box<Envelope>>,
-    status: watch::Sender<LinkStatus>,
-) {
+) -> Result<watch::Receiver<LinkStatus>, CallError> {
+    match core.links.claim(remote)? {
+        Claim::Existing(status) => Ok(status),
+        Claim::New(new, status) => {
+            core.tasks
+                .spawn(run(Arc::clone(core), remote, Start::Dial, new));
+            Ok(status)
+        }
+    }
+}
+
+/// Hands a signaling envelope from the gateway to its link, starting one to answer an OFFER.
+pub(crate) fn route(core: &Arc<AgentCore>, envelope: Box<Envelope>) {
+    if let Some((new, offer)) = core.links.route(envelope) {
+        let remote = offer.from;
+        core.tasks
+            .spawn(run(Arc::clone(core), remote, Start::Answer(offer), new));
+    }
+}
+
+/// Runs one peer's link until it ends.
+async fn run(core: Arc<AgentCore>, remote: Did, start: Start, new: NewLink) {
+    let NewLink {
+        generation,
+        mut signals,
+        status,
+    } = new;
     let (commands_tx, mut commands) = mpsc::unbounded_channel();
     let mut driver = Driver {
         negotiation: Negotiation::new(core.did, remote),

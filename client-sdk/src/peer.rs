@@ -68,7 +68,7 @@ impl Peer {
         if self.did == self.core.did {
             return Err(CallError::Setup(SetupError::SelfLink));
         }
-        let status = self.core.links.link(&self.core, self.did)?;
+        let status = crate::driver::link(&self.core, self.did)?;
         let opened = tokio::time::timeout_at(deadline, wait_open(status));
         tokio::select! {
             () = self.core.stop.cancelled() => Err(CallError::ShuttingDown),

@@ -1,19 +1,18 @@
-//! The agent's links by peer DID: at most one driver task per peer, a bound on how many, and
-//! the routing of signaling (and the gateway's refusals of our OFFERs) to the right driver.
+//! The agent's links by peer DID, shared by callers and link tasks: a [`LinkIndex`] of each
+//! link's signaling queue and status behind a lock. Starting a link's task is the caller's
+//! job (see `driver::link`), so this module knows nothing of tasks or the agent.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use ioap_protocol::{Body, Did, Envelope, MessageId};
+use ioap_protocol::{Did, Envelope, MessageId};
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use crate::core::AgentCore;
-use crate::driver::{self, Start};
 use crate::error::CallError;
 use crate::link::LinkHandle;
+use crate::machine::{LinkIndex, Route};
 
-/// Signaling messages queued per driver; more (a flood) are dropped.
+/// Signaling messages queued per link; more (a flood) are dropped.
 const SIGNAL_QUEUE: usize = 64;
 
 /// Where a link stands, as callers see it.
@@ -27,146 +26,127 @@ pub(crate) enum LinkStatus {
     Closed(CallError),
 }
 
+/// What a link's task is given when it starts.
+pub(crate) struct NewLink {
+    pub(crate) generation: u64,
+    pub(crate) signals: mpsc::Receiver<Box<Envelope>>,
+    pub(crate) status: watch::Sender<LinkStatus>,
+}
+
+/// What a caller gets from [`LinkTable::claim`].
+pub(crate) enum Claim {
+    /// The link exists: wait on its status.
+    Existing(watch::Receiver<LinkStatus>),
+    /// A new link: start its task with `NewLink`, wait on the status.
+    New(NewLink, watch::Receiver<LinkStatus>),
+}
+
 struct Slot {
-    generation: u64,
     signals: mpsc::Sender<Box<Envelope>>,
     status: watch::Receiver<LinkStatus>,
 }
 
-#[derive(Default)]
-struct Tables {
-    slots: HashMap<Did, Slot>,
-    /// Our OFFERs not yet answered: the gateway's ERROR about one names it by id.
-    offers: HashMap<MessageId, Did>,
-    next_generation: u64,
+fn live(slot: &Slot) -> bool {
+    !matches!(&*slot.status.borrow(), LinkStatus::Closed(_)) && !slot.signals.is_closed()
 }
 
 /// The link table.
-#[derive(Default)]
 pub(crate) struct LinkTable {
-    tables: Mutex<Tables>,
+    index: Mutex<LinkIndex<Slot>>,
 }
 
 impl LinkTable {
-    fn lock(&self) -> MutexGuard<'_, Tables> {
+    /// A table of at most `max_links` links.
+    pub(crate) fn new(max_links: usize) -> Self {
+        LinkTable {
+            index: Mutex::new(LinkIndex::new(max_links)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LinkIndex<Slot>> {
         // Every update is a single map operation: a poisoned lock holds consistent data.
-        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The link to `remote`: the current one, or a new dial.
-    pub(crate) fn link(
-        &self,
-        core: &Arc<AgentCore>,
-        remote: Did,
-    ) -> Result<watch::Receiver<LinkStatus>, CallError> {
-        let mut tables = self.lock();
-        if let Some(slot) = tables.slots.get(&remote)
-            && !matches!(&*slot.status.borrow(), LinkStatus::Closed(_))
+    /// The live link to `remote`, or a new one to start.
+    pub(crate) fn claim(&self, remote: Did) -> Result<Claim, CallError> {
+        let mut index = self.lock();
+        if let Some(slot) = index.get(&remote)
+            && live(slot)
         {
-            return Ok(slot.status.clone());
+            return Ok(Claim::Existing(slot.status.clone()));
         }
-        tables.slots.remove(&remote);
-        if tables.slots.len() >= core.settings.max_links {
-            return Err(CallError::local_busy(format!(
-                "{} links already open",
-                core.settings.max_links
-            )));
-        }
-        Ok(spawn_driver(&mut tables, core, remote, Start::Dial))
+        let (new, status) = start(&mut index, remote)?;
+        Ok(Claim::New(new, status))
     }
 
-    /// Hands a signaling envelope from the gateway to its peer's driver; an OFFER from a peer
-    /// without one starts an answering driver.
-    pub(crate) fn route(&self, core: &Arc<AgentCore>, envelope: Box<Envelope>) {
-        let mut tables = self.lock();
-        let remote = match (&envelope.body, envelope.correlation_id) {
-            (Body::Error(_), Some(offer)) => match tables.offers.get(&offer) {
-                Some(remote) => *remote,
-                None => return,
-            },
-            (Body::Offer(_) | Body::Answer(_) | Body::IceCandidate(_), _) => envelope.from,
-            _ => return,
-        };
-        let is_offer = matches!(envelope.body, Body::Offer(_));
-        let envelope = match tables.slots.get(&remote) {
-            Some(slot) => match slot.signals.try_send(envelope) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    debug!(peer = %remote, "signaling queue full, message dropped");
-                    return;
+    /// Hands a signaling envelope from the gateway to its link; returns a new link to start
+    /// for an OFFER from a peer without one.
+    pub(crate) fn route(&self, envelope: Box<Envelope>) -> Option<(NewLink, Box<Envelope>)> {
+        let mut index = self.lock();
+        match index.route(&envelope, live) {
+            Route::Drop => None,
+            Route::Link(remote) => {
+                let slot = index.get(&remote)?;
+                if let Err(error) = slot.signals.try_send(envelope) {
+                    debug!(peer = %remote, %error, "signaling message for a link dropped");
                 }
-                Err(mpsc::error::TrySendError::Closed(envelope)) => envelope,
+                None
+            }
+            Route::Answer(remote) => match start(&mut index, remote) {
+                Ok((new, _)) => Some((new, envelope)),
+                Err(error) => {
+                    debug!(peer = %remote, %error, "OFFER ignored");
+                    None
+                }
             },
-            None => envelope,
-        };
-        if !is_offer {
-            return;
         }
-        tables.slots.remove(&remote);
-        if tables.slots.len() >= core.settings.max_links {
-            debug!(peer = %remote, "link table full, OFFER ignored");
-            return;
-        }
-        spawn_driver(&mut tables, core, remote, Start::Answer(envelope));
     }
 
     /// Remembers our OFFER `id` to `remote` until it is answered or abandoned.
     pub(crate) fn offer_sent(&self, id: MessageId, remote: Did) {
-        self.lock().offers.insert(id, remote);
+        self.lock().offer_sent(id, remote);
     }
 
     /// Forgets an OFFER.
     pub(crate) fn offer_done(&self, id: MessageId) {
-        self.lock().offers.remove(&id);
+        self.lock().offer_done(&id);
     }
 
-    /// Removes the driver `generation` of `remote` (not a newer one).
+    /// Removes link `generation` with `remote` (not a newer one).
     pub(crate) fn remove(&self, remote: Did, generation: u64) {
-        let mut tables = self.lock();
-        if tables
-            .slots
-            .get(&remote)
-            .is_some_and(|slot| slot.generation == generation)
-        {
-            tables.slots.remove(&remote);
-        }
+        self.lock().remove(&remote, generation);
     }
 
     /// Open links.
     pub(crate) fn open_links(&self) -> usize {
         self.lock()
-            .slots
             .values()
             .filter(|slot| matches!(&*slot.status.borrow(), LinkStatus::Open(_)))
             .count()
     }
 }
 
-fn spawn_driver(
-    tables: &mut Tables,
-    core: &Arc<AgentCore>,
+fn start(
+    index: &mut LinkIndex<Slot>,
     remote: Did,
-    start: Start,
-) -> watch::Receiver<LinkStatus> {
-    let generation = tables.next_generation;
-    tables.next_generation += 1;
-    let (signals, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
+) -> Result<(NewLink, watch::Receiver<LinkStatus>), CallError> {
+    let (signals_tx, signals) = mpsc::channel(SIGNAL_QUEUE);
     let (status_tx, status) = watch::channel(LinkStatus::Connecting);
-    tables.slots.insert(
-        remote,
-        Slot {
-            generation,
-            signals,
-            status: status.clone(),
-        },
-    );
-    core.tasks.spawn(driver::run(
-        Arc::clone(core),
-        remote,
+    let mut generation = 0;
+    index
+        .start(remote, |g| {
+            generation = g;
+            Slot {
+                signals: signals_tx,
+                status: status.clone(),
+            }
+        })
+        .map_err(|full| CallError::local_busy(format!("{} links already open", full.max_links)))?;
+    let new = NewLink {
         generation,
-        start,
-        signal_rx,
-        status_tx,
-    ));
-    status
+        signals,
+        status: status_tx,
+    };
+    Ok((new, status))
 }

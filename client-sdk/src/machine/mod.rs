@@ -5,9 +5,11 @@
 mod calls;
 mod events;
 mod link;
+mod links;
 mod serving;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use events::{CallEvent, LinkEnd, LinkEvent, ServeRequest};
 pub(crate) use link::{CallSpec, LinkConfig, LinkMachine, PartStatus, ServeOutcome};
+pub(crate) use links::{LinkIndex, Route};
