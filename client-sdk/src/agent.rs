@@ -19,7 +19,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
 use crate::handlers::{CapabilityHandler, Handlers};
 use crate::peer::Peer;
-use crate::rtc::{IceServer, RtcEngine, RtcSettings};
+use crate::rtc::{IceServer, RtcEngine, RtcSettings, WebrtcEngine};
 use crate::table::LinkTable;
 
 /// Why an agent could not start.
@@ -43,6 +43,7 @@ pub struct AgentBuilder {
     key_file: Option<PathBuf>,
     identity: Option<Identity>,
     rtc: RtcSettings,
+    engine: Option<Arc<dyn RtcEngine>>,
     links: LinkSettings,
     handlers: Handlers,
 }
@@ -57,6 +58,7 @@ impl AgentBuilder {
             key_file: None,
             identity: None,
             rtc: RtcSettings::default(),
+            engine: None,
             links: LinkSettings::default(),
             handlers: Handlers::default(),
         }
@@ -90,6 +92,13 @@ impl AgentBuilder {
     /// Replaces the WebRTC settings (ICE servers, timeouts).
     pub fn rtc_settings(mut self, settings: RtcSettings) -> Self {
         self.rtc = settings;
+        self
+    }
+
+    /// Uses another WebRTC engine (default: [`WebrtcEngine`](crate::rtc::WebrtcEngine) with
+    /// the [`rtc_settings`](Self::rtc_settings)).
+    pub fn rtc_engine(mut self, engine: Arc<dyn RtcEngine>) -> Self {
+        self.engine = Some(engine);
         self
     }
 
@@ -157,7 +166,9 @@ impl AgentBuilder {
             did: identity.did(),
             identity,
             gateway,
-            engine: RtcEngine::new(&self.rtc),
+            engine: self
+                .engine
+                .unwrap_or_else(|| Arc::new(WebrtcEngine::new(&self.rtc))),
             handlers: self.handlers,
             links: LinkTable::new(self.links.max_links),
             settings: self.links,

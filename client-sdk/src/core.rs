@@ -1,6 +1,7 @@
 //! What an agent's tasks share: identity, gateway connection, WebRTC engine, handlers,
 //! settings, the link table, and the cancellation and tracking of every task it spawns.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -66,7 +67,7 @@ pub(crate) struct AgentCore {
     pub(crate) identity: Identity,
     pub(crate) did: Did,
     pub(crate) gateway: GatewayClient,
-    pub(crate) engine: RtcEngine,
+    pub(crate) engine: Arc<dyn RtcEngine>,
     pub(crate) handlers: Handlers,
     pub(crate) settings: LinkSettings,
     pub(crate) links: LinkTable,

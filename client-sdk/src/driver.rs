@@ -37,7 +37,7 @@ enum Start {
 struct Attempt {
     /// The OFFER's id, which names the attempt.
     id: MessageId,
-    rtc: RtcPeer,
+    rtc: Arc<dyn RtcPeer>,
     events: mpsc::Receiver<RtcEvent>,
     machine: LinkMachine,
     verifier: PeerVerifier,
@@ -195,7 +195,7 @@ impl Driver {
         Ok(())
     }
 
-    fn begin(&mut self, id: MessageId, rtc: RtcPeer, events: mpsc::Receiver<RtcEvent>) {
+    fn begin(&mut self, id: MessageId, rtc: Arc<dyn RtcPeer>, events: mpsc::Receiver<RtcEvent>) {
         let deadline = now() + self.core.settings.setup_timeout;
         self.attempt = Some(Attempt {
             id,

@@ -3,23 +3,22 @@
 
 use std::time::Duration;
 
-use ioap_client::rtc::{RtcEngine, RtcEvent, RtcPeer, RtcSettings, RtcState};
+use ioap_client::rtc::{RtcEngine, RtcEvent, RtcPeer, RtcSettings, RtcState, WebrtcEngine};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(15);
 /// Far longer than a loopback setup takes (milliseconds).
 const SETUP_DEADLINE: Duration = Duration::from_secs(3);
 
-fn engine() -> RtcEngine {
-    RtcEngine::new(&RtcSettings {
-        loopback_only: true,
-        ..RtcSettings::default()
-    })
+fn engine() -> WebrtcEngine {
+    let mut settings = RtcSettings::default();
+    settings.loopback_only = true;
+    WebrtcEngine::new(&settings)
 }
 
 /// Forwards one side's local candidates to the other until the channel opens; returns
 /// whether it opened.
-async fn pump(events: &mut mpsc::Receiver<RtcEvent>, other: &RtcPeer) -> Result<(), RtcState> {
+async fn pump(events: &mut mpsc::Receiver<RtcEvent>, other: &dyn RtcPeer) -> Result<(), RtcState> {
     loop {
         let event = tokio::time::timeout(WAIT, events.recv())
             .await
@@ -47,8 +46,8 @@ async fn a_data_channel_opens_over_loopback_and_carries_text_both_ways() {
     offerer.accept_answer(answer).await.expect("accept");
 
     let (a, b) = tokio::join!(
-        pump(&mut offerer_events, &answerer),
-        pump(&mut answerer_events, &offerer)
+        pump(&mut offerer_events, &*answerer),
+        pump(&mut answerer_events, &*offerer)
     );
     a.expect("offerer's channel opens");
     b.expect("answerer's channel opens");
@@ -116,14 +115,14 @@ async fn a_tampered_fingerprint_makes_the_connection_fail() {
     let answerer_side = tokio::spawn(async move {
         let _ = tokio::time::timeout(
             SETUP_DEADLINE,
-            pump(&mut answerer_events, &offerer_for_answerer),
+            pump(&mut answerer_events, &*offerer_for_answerer),
         )
         .await;
         answerer
     });
     let outcome = tokio::time::timeout(
         SETUP_DEADLINE,
-        pump(&mut offerer_events, &answerer_for_offerer),
+        pump(&mut offerer_events, &*answerer_for_offerer),
     )
     .await;
     assert!(

@@ -233,6 +233,16 @@ impl LinkMachine {
 
     fn dispatch(&mut self, now: Instant, envelope: Envelope) {
         let correlation = envelope.correlation_id;
+        if let Some(id) = correlation
+            && self
+                .calls
+                .get_mut(&id)
+                .is_some_and(|call| call.deadline <= now)
+        {
+            // An answer after our deadline (its timer not yet handled) does not count.
+            self.abandon_call(id, CallError::deadline());
+            return;
+        }
         match (envelope.body, correlation) {
             (Body::Ping(ping), _) => self.send(Body::Pong(ping), Some(envelope.id)),
             (Body::Pong(_) | Body::Features(_), _) => {}

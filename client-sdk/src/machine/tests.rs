@@ -599,3 +599,20 @@ fn intents_are_answered_with_a_reply_or_an_error_and_remote_codes_stay_remote() 
 fn windows_stay_within_the_protocol_bound() {
     assert!(config().window <= MAX_WINDOW);
 }
+
+#[test]
+fn an_answer_after_the_deadline_is_a_timeout_even_before_the_timer_fires() {
+    let mut pair = Pair::open();
+    let call = pair.exec("echo", false, 2 * SECOND);
+    let (id, _) = pair.b.served().pop().expect("served");
+    // The clock passes the deadline, but A's timer has not been handled yet.
+    pair.now += 2 * SECOND;
+    pair.b
+        .machine
+        .serve_done(pair.now, id, ServeOutcome::Value(json!(1)));
+    pair.drive();
+    assert_eq!(
+        pair.a.call_events(call),
+        [CallEvent::Done(Err(CallError::Timeout))]
+    );
+}

@@ -1,15 +1,16 @@
-//! The WebRTC engine: the only module that uses the `webrtc` crate, so the engine can be
-//! swapped without touching the rest of the SDK.
-//!
-//! It turns the crate's callbacks into one ordered stream of [`RtcEvent`]s per peer
-//! connection and exposes what the signaling layer needs: offers, answers, trickled candidates
-//! and a single reliable, ordered data channel carrying text.
+//! The first [`RtcEngine`](super::RtcEngine): webrtc-rs 0.17. The only module that names the
+//! `webrtc` crate; it turns the crate's callbacks into one ordered stream of [`RtcEvent`]s per
+//! peer connection.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc};
+
+use super::{
+    CHANNEL_LABEL, Candidate, EVENT_BUFFER, PeerFuture, RtcEngine, RtcError, RtcEvent, RtcPeer,
+    RtcSettings, RtcState,
+};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{API, APIBuilder};
 use webrtc::data_channel::RTCDataChannel;
@@ -24,115 +25,20 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 
-/// The label of the one data channel a link uses.
-pub const CHANNEL_LABEL: &str = "ioap.v1";
-/// Events buffered per peer connection before the engine waits for the link to catch up.
-const EVENT_BUFFER: usize = 1024;
-
-/// A STUN or TURN server for real deployments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IceServer {
-    /// `stun:host:port`, `turn:host:port?transport=udp`, …
-    pub urls: Vec<String>,
-    /// TURN user name.
-    pub username: String,
-    /// TURN credential.
-    pub credential: String,
-}
-
-/// How peer connections gather candidates and notice a vanished peer.
-#[derive(Debug, Clone)]
-pub struct RtcSettings {
-    /// STUN/TURN servers (none: host candidates only).
-    pub ice_servers: Vec<IceServer>,
-    /// Gather only loopback addresses (tests and single-host deployments).
-    pub loopback_only: bool,
-    /// ICE consent lost for this long: the connection counts as disconnected.
-    pub ice_disconnected_timeout: Duration,
-    /// … and for this long after that: failed.
-    pub ice_failed_timeout: Duration,
-    /// ICE keep-alive period.
-    pub ice_keepalive: Duration,
-}
-
-impl Default for RtcSettings {
-    fn default() -> Self {
-        RtcSettings {
-            ice_servers: Vec::new(),
-            loopback_only: false,
-            ice_disconnected_timeout: Duration::from_secs(3),
-            ice_failed_timeout: Duration::from_secs(5),
-            ice_keepalive: Duration::from_secs(1),
-        }
-    }
-}
-
-/// A trickled ICE candidate, as ICE_CANDIDATE carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// The candidate line; empty for end-of-candidates.
-    pub candidate: String,
-    /// Media stream tag.
-    pub sdp_mid: Option<String>,
-    /// M-line index.
-    pub sdp_mline_index: Option<u16>,
-}
-
-/// The state of a peer connection, simplified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RtcState {
-    /// Still negotiating.
-    Connecting,
-    /// ICE and DTLS are up.
-    Connected,
-    /// Consent lost for a while; may recover.
-    Disconnected,
-    /// Gone for good.
-    Failed,
-    /// Closed by either side.
-    Closed,
-}
-
-/// What a peer connection reports.
-#[derive(Debug)]
-pub enum RtcEvent {
-    /// A local candidate to trickle to the peer (`candidate` empty: gathering finished).
-    LocalCandidate(Candidate),
-    /// The data channel opened.
-    ChannelOpen,
-    /// A text message arrived on the data channel.
-    Message(String),
-    /// A binary message arrived (not part of ioap.v1).
-    Binary(usize),
-    /// The data channel closed.
-    ChannelClosed,
-    /// The connection changed state.
-    State(RtcState),
-}
-
-/// Errors from the engine.
-#[derive(Debug, thiserror::Error)]
-#[error("webrtc: {0}")]
-pub struct RtcError(String);
-
-fn rtc_err(e: impl std::fmt::Display) -> RtcError {
-    RtcError(e.to_string())
-}
-
-/// Creates peer connections with one configuration.
+/// Creates webrtc-rs peer connections with one configuration.
 #[derive(Clone)]
-pub struct RtcEngine {
+pub struct WebrtcEngine {
     api: Arc<API>,
     config: RTCConfiguration,
 }
 
-impl std::fmt::Debug for RtcEngine {
+impl std::fmt::Debug for WebrtcEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RtcEngine").finish_non_exhaustive()
+        f.debug_struct("WebrtcEngine").finish_non_exhaustive()
     }
 }
 
-impl RtcEngine {
+impl WebrtcEngine {
     /// An engine for `settings`: UDP over IPv4, loopback candidates included, no mDNS.
     pub fn new(settings: &RtcSettings) -> Self {
         let mut engine = SettingEngine::default();
@@ -160,22 +66,21 @@ impl RtcEngine {
                 .collect(),
             ..Default::default()
         };
-        RtcEngine {
+        WebrtcEngine {
             api: Arc::new(api),
             config,
         }
     }
 
-    /// A new peer connection and the stream of its events.
-    pub async fn peer(&self) -> Result<(RtcPeer, mpsc::Receiver<RtcEvent>), RtcError> {
+    async fn new_peer(&self) -> Result<(WebrtcPeer, mpsc::Receiver<RtcEvent>), RtcError> {
         let pc = Arc::new(
             self.api
                 .new_peer_connection(self.config.clone())
                 .await
-                .map_err(rtc_err)?,
+                .map_err(RtcError::new)?,
         );
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
-        let peer = RtcPeer {
+        let peer = WebrtcPeer {
             pc,
             channel: Arc::new(Mutex::new(None)),
             events,
@@ -185,21 +90,21 @@ impl RtcEngine {
     }
 }
 
-/// One peer connection with (at most) one data channel.
+/// One webrtc-rs peer connection with (at most) one data channel.
 #[derive(Clone)]
-pub struct RtcPeer {
+pub struct WebrtcPeer {
     pc: Arc<RTCPeerConnection>,
     channel: Arc<Mutex<Option<Arc<RTCDataChannel>>>>,
     events: mpsc::Sender<RtcEvent>,
 }
 
-impl std::fmt::Debug for RtcPeer {
+impl std::fmt::Debug for WebrtcPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RtcPeer").finish_non_exhaustive()
+        f.debug_struct("WebrtcPeer").finish_non_exhaustive()
     }
 }
 
-impl RtcPeer {
+impl WebrtcPeer {
     fn watch_connection(&self) {
         let events = self.events.clone();
         self.pc
@@ -257,7 +162,7 @@ impl RtcPeer {
     }
 
     /// Offerer side: creates the data channel and the offer; returns the offer's SDP.
-    pub async fn offer(&self) -> Result<String, RtcError> {
+    async fn offer_impl(&self) -> Result<String, RtcError> {
         let init = RTCDataChannelInit {
             ordered: Some(true),
             ..Default::default()
@@ -266,45 +171,45 @@ impl RtcPeer {
             .pc
             .create_data_channel(CHANNEL_LABEL, Some(init))
             .await
-            .map_err(rtc_err)?;
+            .map_err(RtcError::new)?;
         watch_channel(&channel, self.events.clone());
         *self.channel.lock().await = Some(channel);
-        let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
+        let offer = self.pc.create_offer(None).await.map_err(RtcError::new)?;
         let sdp = offer.sdp.clone();
         self.pc
             .set_local_description(offer)
             .await
-            .map_err(rtc_err)?;
+            .map_err(RtcError::new)?;
         Ok(sdp)
     }
 
     /// Answerer side: applies the offer and returns the answer's SDP.
-    pub async fn answer(&self, offer_sdp: String) -> Result<String, RtcError> {
-        let offer = RTCSessionDescription::offer(offer_sdp).map_err(rtc_err)?;
+    async fn answer_impl(&self, offer_sdp: String) -> Result<String, RtcError> {
+        let offer = RTCSessionDescription::offer(offer_sdp).map_err(RtcError::new)?;
         self.pc
             .set_remote_description(offer)
             .await
-            .map_err(rtc_err)?;
-        let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
+            .map_err(RtcError::new)?;
+        let answer = self.pc.create_answer(None).await.map_err(RtcError::new)?;
         let sdp = answer.sdp.clone();
         self.pc
             .set_local_description(answer)
             .await
-            .map_err(rtc_err)?;
+            .map_err(RtcError::new)?;
         Ok(sdp)
     }
 
     /// Offerer side: applies the peer's answer.
-    pub async fn accept_answer(&self, answer_sdp: String) -> Result<(), RtcError> {
-        let answer = RTCSessionDescription::answer(answer_sdp).map_err(rtc_err)?;
+    async fn accept_answer_impl(&self, answer_sdp: String) -> Result<(), RtcError> {
+        let answer = RTCSessionDescription::answer(answer_sdp).map_err(RtcError::new)?;
         self.pc
             .set_remote_description(answer)
             .await
-            .map_err(rtc_err)
+            .map_err(RtcError::new)
     }
 
     /// Applies a candidate the peer trickled (an empty one is ignored).
-    pub async fn add_candidate(&self, candidate: Candidate) -> Result<(), RtcError> {
+    async fn add_candidate_impl(&self, candidate: Candidate) -> Result<(), RtcError> {
         if candidate.candidate.is_empty() {
             return Ok(());
         }
@@ -316,18 +221,22 @@ impl RtcPeer {
                 username_fragment: None,
             })
             .await
-            .map_err(rtc_err)
+            .map_err(RtcError::new)
     }
 
     /// Sends text on the data channel.
-    pub async fn send(&self, text: String) -> Result<(), RtcError> {
+    async fn send_impl(&self, text: String) -> Result<(), RtcError> {
         let channel = self.channel.lock().await.clone();
-        let channel = channel.ok_or_else(|| RtcError("no data channel yet".into()))?;
-        channel.send_text(text).await.map(|_| ()).map_err(rtc_err)
+        let channel = channel.ok_or_else(|| RtcError::new("no data channel yet"))?;
+        channel
+            .send_text(text)
+            .await
+            .map(|_| ())
+            .map_err(RtcError::new)
     }
 
     /// Closes the connection (and its channel).
-    pub async fn close(&self) {
+    async fn close_impl(&self) {
         if let Some(channel) = self.channel.lock().await.take() {
             let _ = channel.close().await;
         }
@@ -363,4 +272,39 @@ fn watch_channel(channel: &Arc<RTCDataChannel>, events: mpsc::Sender<RtcEvent>) 
             let _ = events.send(event).await;
         })
     }));
+}
+
+impl RtcEngine for WebrtcEngine {
+    fn peer(&self) -> PeerFuture<'_> {
+        Box::pin(async move {
+            let (peer, events) = self.new_peer().await?;
+            Ok((Arc::new(peer) as Arc<dyn RtcPeer>, events))
+        })
+    }
+}
+
+impl RtcPeer for WebrtcPeer {
+    fn offer(&self) -> super::RtcFuture<'_, String> {
+        Box::pin(self.offer_impl())
+    }
+
+    fn answer(&self, offer_sdp: String) -> super::RtcFuture<'_, String> {
+        Box::pin(self.answer_impl(offer_sdp))
+    }
+
+    fn accept_answer(&self, answer_sdp: String) -> super::RtcFuture<'_, ()> {
+        Box::pin(self.accept_answer_impl(answer_sdp))
+    }
+
+    fn add_candidate(&self, candidate: Candidate) -> super::RtcFuture<'_, ()> {
+        Box::pin(self.add_candidate_impl(candidate))
+    }
+
+    fn send(&self, text: String) -> super::RtcFuture<'_, ()> {
+        Box::pin(self.send_impl(text))
+    }
+
+    fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.close_impl())
+    }
 }
