@@ -232,15 +232,19 @@ async fn route_signaling(
 /// [`Peer`] handle that outlives it fails every call with [`CallError::ShuttingDown`] — an
 /// agent never stays registered answering nobody.
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let gateway = ioap_gateway::Gateway::start(ioap_gateway::GatewayConfig::ephemeral()).await?;
+/// # let url = gateway.ws_url();
 /// use ioap_client::{Agent, CapabilityHandler};
-/// let agent = Agent::builder("ws://127.0.0.1:8000/ws")
+/// let agent = Agent::builder(&url) // ws://…/ws of a gateway
+///     .loopback_only(true)
 ///     .capability(CapabilityHandler::new("echo", |args| async move { Ok(args) }))
 ///     .connect()
 ///     .await?;
-/// println!("serving as {}", agent.did());
+/// assert!(agent.did().to_string().starts_with("did:key:z6Mk"));
 /// agent.close().await;
+/// # gateway.shutdown().await;
 /// # Ok(()) }
 /// ```
 ///

@@ -16,7 +16,17 @@ use crate::rtc::RtcEngine;
 use crate::table::LinkTable;
 
 /// How links are set up, kept alive and bounded.
+///
+/// ```
+/// use std::time::Duration;
+/// use ioap_client::{LinkLimits, LinkSettings};
+/// let settings = LinkSettings::default()
+///     .setup_timeout(Duration::from_secs(5))
+///     .limits(LinkLimits::default().max_serving(16));
+/// assert_eq!(settings.limits.max_serving, 16);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LinkSettings {
     /// OFFER sent (or received) → channel open and the peer's first PING verified.
     pub setup_timeout: Duration,
@@ -43,6 +53,44 @@ impl Default for LinkSettings {
             max_links: 1024,
             limits: LinkLimits::default(),
         }
+    }
+}
+
+impl LinkSettings {
+    /// Sets [`setup_timeout`](Self::setup_timeout).
+    pub fn setup_timeout(mut self, timeout: Duration) -> Self {
+        self.setup_timeout = timeout;
+        self
+    }
+
+    /// Sets [`heartbeat_interval`](Self::heartbeat_interval).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// Sets [`link_timeout`](Self::link_timeout).
+    pub fn link_timeout(mut self, timeout: Duration) -> Self {
+        self.link_timeout = timeout;
+        self
+    }
+
+    /// Sets [`call_timeout`](Self::call_timeout).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_links`](Self::max_links).
+    pub fn max_links(mut self, links: usize) -> Self {
+        self.max_links = links;
+        self
+    }
+
+    /// Sets [`limits`](Self::limits).
+    pub fn limits(mut self, limits: LinkLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 

@@ -370,6 +370,7 @@ impl Driver {
                 self.serving.remove(&id);
                 machine.serve_done(now(), id, outcome);
             }
+            #[cfg(feature = "test-hooks")]
             Command::Raw(text) => {
                 if let Err(error) = attempt.rtc.send(text).await {
                     debug!(peer = %self.remote, %error, "raw message not sent");

@@ -126,6 +126,36 @@ type ExecFn = dyn Fn(ExecCall) -> BoxFuture<ExecResult> + Send + Sync;
 type IntentFn = dyn Fn(Did, Intent) -> BoxFuture<IntentReply> + Send + Sync;
 
 /// A capability: what is advertised and the function that runs it.
+///
+/// A handler sees the caller's DID and its deadline ([`ExecCall`]); it is abandoned (its future
+/// dropped) when the caller cancels or the deadline passes, and a panic in it is answered with
+/// HANDLER_ERROR.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let gateway = ioap_gateway::Gateway::start(ioap_gateway::GatewayConfig::ephemeral()).await?;
+/// # let url = gateway.ws_url();
+/// use ioap_client::{Agent, CallError, CapabilityHandler, ErrorCode, ExecCall, ExecError};
+/// use serde_json::json;
+/// let greet = CapabilityHandler::with_call("greet", |call: ExecCall| async move {
+///     let name = call.args["name"].as_str().ok_or_else(|| ExecError::invalid_args("name"))?;
+///     Ok(json!(format!("hello {name}, from {}", call.caller)))
+/// })
+/// .description("Greets the caller")
+/// .args_schema(json!({"type": "object", "required": ["name"]}));
+/// let bob = Agent::builder(&url).loopback_only(true).capability(greet).connect().await?;
+/// let alice = Agent::builder(&url).loopback_only(true).connect().await?;
+///
+/// let peer = alice.peer(bob.did());
+/// let hello = peer.exec("greet", json!({"name": "alice"})).await?;
+/// assert!(hello.as_str().is_some_and(|text| text.starts_with("hello alice")));
+/// let refused = peer.exec("greet", json!({})).await.expect_err("no name");
+/// assert!(matches!(refused, CallError::Remote { code: ErrorCode::InvalidArgs, .. }));
+/// # alice.close().await;
+/// # bob.close().await;
+/// # gateway.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct CapabilityHandler {
     advertised: Capability,

@@ -25,7 +25,7 @@
 //!
 //! Layers, bottom up:
 //! - [`rtc`]: the WebRTC engine (the only module that uses the `webrtc` crate);
-//! - [`gateway::GatewayClient`]: registration, reconnection with backoff, verified delivery;
+//! - [`GatewayClient`]: registration, reconnection with backoff, verified delivery;
 //! - the link's rules (PROTOCOL_DESIGN.md §11) as a state machine with time as an input, and
 //!   one driver task per link that feeds it and executes what it asks;
 //! - [`Agent`], [`Peer`], [`ExecStream`], [`CapabilityHandler`]: the API built on them;
@@ -33,11 +33,12 @@
 
 mod agent;
 mod core;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod directory;
 mod driver;
 mod error;
-pub mod gateway;
+mod gateway;
 mod handlers;
 mod link;
 mod machine;
@@ -52,7 +53,9 @@ pub use agent::{Agent, AgentBuilder, AgentError};
 pub use core::LinkSettings;
 pub use directory::{AgentInfo, Directory, DirectoryError, Health};
 pub use error::{CallError, SetupError};
-pub use gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
+pub use gateway::{
+    ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig, GatewayStreams, SendError,
+};
 pub use handlers::{BoxFuture, CapabilityHandler, ExecCall, ExecError, ExecResult, Parts};
 pub use ioap_protocol::payload::{Intent, IntentQuery, IntentReply, IntentStatus, IntentTask};
 pub use ioap_protocol::{Did, ErrorCode, Identity};

@@ -82,6 +82,7 @@ pub(crate) enum Command {
         outcome: ServeOutcome,
     },
     /// Send text as is (tests of the peer's refusals).
+    #[cfg(feature = "test-hooks")]
     Raw(String),
 }
 

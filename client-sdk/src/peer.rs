@@ -23,14 +23,28 @@ use crate::table::LinkStatus;
 /// Another agent, reached over a WebRTC link that is opened on first use, reused while it
 /// lives, and dialed again after it is lost. Cheap to clone.
 ///
-/// ```no_run
-/// # async fn demo(agent: ioap_client::Agent, other: ioap_client::Did) -> Result<(), ioap_client::CallError> {
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let gateway = ioap_gateway::Gateway::start(ioap_gateway::GatewayConfig::ephemeral()).await?;
+/// # let url = gateway.ws_url();
 /// use std::time::Duration;
-/// let peer = agent.peer(other);
-/// let sum = peer
-///     .exec_with_timeout("sum", serde_json::json!({"values": [1, 2]}), Duration::from_secs(2))
+/// use ioap_client::{Agent, CapabilityHandler, ExecError};
+/// use serde_json::{Value, json};
+/// let sum = CapabilityHandler::new("sum", |args: Value| async move {
+///     let values = args["values"].as_array().ok_or_else(|| ExecError::invalid_args("values"))?;
+///     Ok(json!(values.iter().filter_map(Value::as_f64).sum::<f64>()))
+/// });
+/// let bob = Agent::builder(&url).loopback_only(true).capability(sum).connect().await?;
+/// let alice = Agent::builder(&url).loopback_only(true).connect().await?;
+///
+/// let peer = alice.peer(bob.did()); // the link opens on first use
+/// let three = peer
+///     .exec_with_timeout("sum", json!({"values": [1, 2]}), Duration::from_secs(10))
 ///     .await?;
-/// assert_eq!(sum, serde_json::json!(3.0));
+/// assert_eq!(three, json!(3.0));
+/// # alice.close().await;
+/// # bob.close().await;
+/// # gateway.shutdown().await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -179,7 +193,7 @@ impl Peer {
 
     /// Sends `text` as is on the link (opening it if needed). For tests of what the peer
     /// refuses; real messages go through [`exec`](Self::exec) and [`intent`](Self::intent).
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub async fn send_raw(&self, text: String) -> Result<(), CallError> {
         let deadline = Instant::now() + self.core.settings.setup_timeout;
         let link = self.link(deadline).await?;
@@ -220,18 +234,35 @@ pub enum StreamItem {
 /// part is ever dropped); dropping the stream, or [`cancel`](Self::cancel), cancels the call
 /// on the callee.
 ///
-/// ```no_run
-/// # async fn demo(peer: ioap_client::Peer) -> Result<(), ioap_client::CallError> {
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let gateway = ioap_gateway::Gateway::start(ioap_gateway::GatewayConfig::ephemeral()).await?;
+/// # let url = gateway.ws_url();
 /// use futures_util::StreamExt;
-/// use ioap_client::StreamItem;
-/// let mut stream = peer.exec_stream("count", serde_json::json!({"to": 3})).await?;
+/// use ioap_client::{Agent, CapabilityHandler, StreamItem};
+/// use serde_json::json;
+/// let count = CapabilityHandler::streaming("count", |_args, parts| async move {
+///     for i in 1..=3 {
+///         parts.send(json!(i)).await; // waits while the caller has no room
+///     }
+///     Ok(json!("done"))
+/// });
+/// let bob = Agent::builder(&url).loopback_only(true).capability(count).connect().await?;
+/// let alice = Agent::builder(&url).loopback_only(true).connect().await?;
+///
+/// let mut stream = alice.peer(bob.did()).exec_stream("count", json!(null)).await?;
+/// let mut parts = Vec::new();
 /// while let Some(item) = stream.next().await {
 ///     match item? {
-///         StreamItem::Partial(part) => println!("part {part}"),
-///         StreamItem::Final(result) => println!("done {result}"),
+///         StreamItem::Partial(part) => parts.push(part),
+///         StreamItem::Final(result) => assert_eq!(result, json!("done")),
 ///         _ => {}
 ///     }
 /// }
+/// assert_eq!(parts, [json!(1), json!(2), json!(3)]);
+/// # alice.close().await;
+/// # bob.close().await;
+/// # gateway.shutdown().await;
 /// # Ok(()) }
 /// ```
 pub struct ExecStream {

@@ -287,10 +287,9 @@ async fn requests_beyond_the_serving_bound_are_refused_with_too_many_requests() 
     let gateway = gateway().await;
     let alice = agent(&gateway.ws_url()).await;
     let bob = support::builder(&gateway.ws_url(), Identity::generate().expect("rng"))
-        .link_settings(ioap_client::LinkSettings {
-            limits: ioap_client::LinkLimits::default().max_serving(2),
-            ..support::link_settings()
-        })
+        .link_settings(
+            support::link_settings().limits(ioap_client::LinkLimits::default().max_serving(2)),
+        )
         .connect()
         .await
         .expect("registers");
@@ -321,11 +320,11 @@ async fn a_timed_out_intent_frees_its_place_on_the_link() {
     let gateway = gateway().await;
     // Alice may have one call in flight; her INTENT deadline is short.
     let alice = support::builder(&gateway.ws_url(), Identity::generate().expect("rng"))
-        .link_settings(ioap_client::LinkSettings {
-            call_timeout: Duration::from_millis(200),
-            limits: ioap_client::LinkLimits::default().max_calls(1),
-            ..support::link_settings()
-        })
+        .link_settings(
+            support::link_settings()
+                .call_timeout(Duration::from_millis(200))
+                .limits(ioap_client::LinkLimits::default().max_calls(1)),
+        )
         .connect()
         .await
         .expect("registers");

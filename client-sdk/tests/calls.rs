@@ -47,10 +47,7 @@ async fn holder(
     let limits = ioap_client::LinkLimits::default().max_serving(1);
     let agent = builder(url, Identity::generate().expect("rng"))
         .capability(hold)
-        .link_settings(ioap_client::LinkSettings {
-            limits,
-            ..support::link_settings()
-        })
+        .link_settings(support::link_settings().limits(limits))
         .connect()
         .await
         .expect("registers");
@@ -70,10 +67,9 @@ async fn relayer(url: &str, c: Arc<OnceLock<Peer>>) -> Agent {
     });
     builder(url, Identity::generate().expect("rng"))
         .capability(relay)
-        .link_settings(ioap_client::LinkSettings {
-            limits: ioap_client::LinkLimits::default().max_serving(1),
-            ..support::link_settings()
-        })
+        .link_settings(
+            support::link_settings().limits(ioap_client::LinkLimits::default().max_serving(1)),
+        )
         .connect()
         .await
         .expect("registers")

@@ -10,7 +10,7 @@ use ioap_protocol::{Body, Identity};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn client(url: &str) -> (GatewayClient, ioap_client::gateway::GatewayStreams) {
+fn client(url: &str) -> (GatewayClient, ioap_client::GatewayStreams) {
     let mut config = GatewayClientConfig::new(url, Identity::generate().expect("rng"));
     config.reconnect_min_delay = Duration::from_millis(50);
     config.reconnect_max_delay = Duration::from_millis(500);

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ioap_client::{Agent, LinkSettings};
+use ioap_client::Agent;
 use ioap_protocol::Identity;
 use serde_json::json;
 use support::{builder, gateway, within};
@@ -19,10 +19,7 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 async fn agent(url: &str) -> Agent {
     builder(url, Identity::generate().expect("rng"))
-        .link_settings(LinkSettings {
-            heartbeat_interval: INTERVAL,
-            ..support::link_settings()
-        })
+        .link_settings(support::link_settings().heartbeat_interval(INTERVAL))
         .connect()
         .await
         .expect("registers")

@@ -22,10 +22,7 @@ pub async fn gateway_with(config: GatewayConfig) -> RunningGateway {
 
 /// Link settings for tests: a short setup deadline so failures show quickly.
 pub fn link_settings() -> LinkSettings {
-    LinkSettings {
-        setup_timeout: Duration::from_secs(5),
-        ..LinkSettings::default()
-    }
+    LinkSettings::default().setup_timeout(Duration::from_secs(5))
 }
 
 /// A builder for a demo agent (echo, sum, sleep, count, fail, intent responder) on loopback.

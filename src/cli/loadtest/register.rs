@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use ioap_client::gateway::GatewayStreams;
+use ioap_client::GatewayStreams;
 use ioap_client::{
     Agent, AgentError, ConnectionEvent, GatewayClient, GatewayClientConfig, LinkSettings,
 };
@@ -121,11 +121,11 @@ async fn register(plan: &Plan, full: bool) -> Result<Registered, String> {
             .identity(identity)
             .loopback_only(true)
             .capabilities(exec::capabilities())
-            .link_settings(LinkSettings {
-                setup_timeout: plan.timeout,
-                call_timeout: plan.timeout,
-                ..LinkSettings::default()
-            })
+            .link_settings(
+                LinkSettings::default()
+                    .setup_timeout(plan.timeout)
+                    .call_timeout(plan.timeout),
+            )
             .gateway_settings(configure)
             .start()
             .map_err(|error| match error {
