@@ -44,6 +44,7 @@ pub mod json;
 pub mod message_id;
 pub mod payload;
 pub mod replay;
+#[cfg(any(test, feature = "samples"))]
 pub mod samples;
 pub mod signing;
 pub mod timestamp;
