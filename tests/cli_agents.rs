@@ -244,3 +244,27 @@ async fn no_call_outlives_its_deadline_while_the_callee_is_frozen_and_the_link_i
     agent.close().await;
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_cannot_be_reached_is_reported_at_once_on_stdout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let did = ioap_protocol::Identity::generate()
+        .expect("rng")
+        .did()
+        .to_string();
+    let started = Instant::now();
+    let (code, out, err) = ioap(&["call", &did, "echo", "{}", "--gateway", &url]).await;
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out.len(), 1, "one JSON line on stdout: {out:?}");
+    assert_eq!(out[0]["error"]["code"], json!("CONNECT_FAILED"));
+    let message = out[0]["error"]["message"].as_str().expect("message");
+    assert!(message.contains("Connection refused"), "{message}");
+    assert_eq!(err.matches("error:").count(), 1, "said once: {err}");
+    assert!(took < Duration::from_secs(3), "reported after {took:?}");
+}

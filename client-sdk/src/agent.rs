@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::connect_error::ConnectError;
 use crate::core::{AgentCore, LinkSettings, Refusals};
 use crate::directory::{Directory, DirectoryError};
 use crate::gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
@@ -24,13 +25,30 @@ use crate::table::LinkTable;
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     /// The identity could not be generated, loaded or saved.
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
-    /// The gateway did not register the agent in time.
-    #[error("not registered with the gateway within {0:?}")]
-    NotRegistered(Duration),
+    /// The first attempt to register failed (and the builder does not retry it).
+    #[error("cannot register with the gateway at {url}: {cause}")]
+    Connect {
+        /// The gateway URL.
+        url: String,
+        /// Why.
+        #[source]
+        cause: ConnectError,
+    },
+    /// The gateway did not register the agent within the handshake timeout (retrying).
+    #[error("not registered with the gateway at {url} within {after:?}{}", last.as_ref().map(|c| format!("; last attempt: {c}")).unwrap_or_default())]
+    NotRegistered {
+        /// The gateway URL.
+        url: String,
+        /// How long it tried.
+        after: Duration,
+        /// Why the last attempt failed, if one did.
+        last: Option<ConnectError>,
+    },
     /// The directory's URL could not be derived.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
@@ -46,6 +64,7 @@ pub struct AgentBuilder {
     engine: Option<Arc<dyn RtcEngine>>,
     links: LinkSettings,
     handlers: Handlers,
+    retry_first_connect: bool,
 }
 
 impl AgentBuilder {
@@ -61,6 +80,7 @@ impl AgentBuilder {
             engine: None,
             links: LinkSettings::default(),
             handlers: Handlers::default(),
+            retry_first_connect: false,
         }
     }
 
@@ -186,17 +206,63 @@ impl AgentBuilder {
         })
     }
 
-    /// [`start`](Self::start), then waits until registered (up to the handshake timeout).
+    /// Whether [`connect`](Self::connect) retries a failed first attempt until the handshake
+    /// timeout (default: no — it fails at once with the attempt's cause). Either way, once
+    /// registered the agent reconnects on its own.
+    pub fn retry_first_connect(mut self, retry: bool) -> Self {
+        self.retry_first_connect = retry;
+        self
+    }
+
+    /// [`start`](Self::start), then waits until registered: fails with the first attempt's
+    /// cause ([`AgentError::Connect`]) as soon as it is known, or, with
+    /// [`retry_first_connect`](Self::retry_first_connect), after the handshake timeout.
     pub async fn connect(self) -> Result<Agent, AgentError> {
         let wait = self.gateway.handshake_timeout;
-        let agent = self.start()?;
-        match tokio::time::timeout(wait, agent.registered()).await {
-            Ok(Some(_)) => Ok(agent),
-            _ => {
-                agent.close().await;
-                Err(AgentError::NotRegistered(wait))
+        let retry = self.retry_first_connect;
+        let url = self.gateway.url.clone();
+        let mut agent = self.start()?;
+        let mut events = agent.events.take();
+        let mut last = None;
+        let registered = tokio::time::timeout(wait, async {
+            loop {
+                let event = async {
+                    match events.as_mut() {
+                        Some(events) => events.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    registered = agent.registered() => return registered.is_some(),
+                    event = event => match event {
+                        Some(ConnectionEvent::RegistrationFailed { cause, .. }) => {
+                            let fail_now = !retry;
+                            last = Some(cause);
+                            if fail_now {
+                                return false;
+                            }
+                        }
+                        Some(_) => {}
+                        None => events = None,
+                    },
+                }
             }
+        })
+        .await
+        .unwrap_or(false);
+        agent.events = events;
+        if registered {
+            return Ok(agent);
         }
+        agent.close().await;
+        Err(match (retry, last) {
+            (false, Some(cause)) => AgentError::Connect { url, cause },
+            (_, last) => AgentError::NotRegistered {
+                url,
+                after: wait,
+                last,
+            },
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{SinkExt, StreamExt};
-use ioap_protocol::handshake::{Advertisement, ClientHandshake, ClientHandshakeError};
+use ioap_protocol::handshake::{Advertisement, ClientHandshake};
 use ioap_protocol::json::MAX_ENVELOPE_BYTES;
 use ioap_protocol::payload::Unregister;
 use ioap_protocol::{
@@ -27,6 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::connect_error::ConnectError;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -107,6 +109,8 @@ pub enum ConnectionEvent {
     },
     /// One connection attempt failed before registration (the client will retry).
     RegistrationFailed {
+        /// Why, typed.
+        cause: ConnectError,
         /// The code of the gateway's ERROR (e.g. `RATE_LIMITED`, `UNAUTHORIZED`), or
         /// `TIMEOUT` when the handshake ran out of time; `None` for transport failures.
         code: Option<ErrorCode>,
@@ -344,17 +348,13 @@ impl Runner {
                         }
                     }
                 }
-                Ok(Err(failure)) => {
-                    debug!(reason = %failure.reason, "cannot register with the gateway");
-                    self.attempt_failed(failure);
+                Ok(Err(cause)) => {
+                    debug!(%cause, "cannot register with the gateway");
+                    self.attempt_failed(cause);
                 }
                 Err(_) => {
                     debug!("gateway handshake timed out");
-                    self.attempt_failed(AttemptFailure {
-                        code: Some(ErrorCode::Timeout),
-                        close_code: None,
-                        reason: format!("no REGISTERED within {:?}", self.config.handshake_timeout),
-                    });
+                    self.attempt_failed(ConnectError::Timeout(self.config.handshake_timeout));
                 }
             }
             let delay = delays.next().unwrap_or(self.config.reconnect_max_delay);
@@ -370,11 +370,12 @@ impl Runner {
         let _ = self.events.try_send(ConnectionEvent::Closed);
     }
 
-    fn attempt_failed(&self, failure: AttemptFailure) {
+    fn attempt_failed(&self, cause: ConnectError) {
         let _ = self.events.try_send(ConnectionEvent::RegistrationFailed {
-            code: failure.code,
-            close_code: failure.close_code,
-            reason: failure.reason,
+            code: cause.code(),
+            close_code: cause.close_code(),
+            reason: cause.to_string(),
+            cause,
         });
     }
 
@@ -455,38 +456,6 @@ impl Runner {
     }
 }
 
-/// Why one registration attempt failed.
-#[derive(Debug)]
-struct AttemptFailure {
-    code: Option<ErrorCode>,
-    close_code: Option<u16>,
-    reason: String,
-}
-
-impl AttemptFailure {
-    fn transport(error: impl std::fmt::Display) -> Self {
-        AttemptFailure {
-            code: None,
-            close_code: None,
-            reason: error.to_string(),
-        }
-    }
-}
-
-impl From<ClientHandshakeError> for AttemptFailure {
-    fn from(error: ClientHandshakeError) -> Self {
-        let code = match &error {
-            ClientHandshakeError::Refused(refusal) => Some(refusal.code),
-            _ => None,
-        };
-        AttemptFailure {
-            code,
-            close_code: None,
-            reason: error.to_string(),
-        }
-    }
-}
-
 /// Buffers sized for signaling, and no frame larger than an envelope may be (a larger one
 /// ends the connection, as the protocol would refuse it anyway).
 fn ws_config() -> WebSocketConfig {
@@ -499,12 +468,8 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// One attempt: WebSocket, CHALLENGE, REGISTER, REGISTERED.
-async fn connect(config: &GatewayClientConfig) -> Result<(Ws, Did), AttemptFailure> {
-    let mut request = config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(AttemptFailure::transport)?;
+async fn connect(config: &GatewayClientConfig) -> Result<(Ws, Did), ConnectError> {
+    let mut request = config.url.as_str().into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
@@ -516,37 +481,40 @@ async fn connect(config: &GatewayClientConfig) -> Result<(Ws, Did), AttemptFailu
         true,
         connector,
     )
-    .await
-    .map_err(AttemptFailure::transport)?;
+    .await?;
+    let not_ioap = |e: ioap_protocol::DecodeError| ConnectError::Protocol {
+        reason: e.to_string(),
+    };
     let challenge = next_text(&mut ws).await?;
-    let challenge =
-        ReceivedEnvelope::decode(challenge.as_bytes()).map_err(AttemptFailure::transport)?;
+    let challenge = ReceivedEnvelope::decode(challenge.as_bytes()).map_err(not_ioap)?;
     let mut handshake = ClientHandshake::new(config.url.clone(), config.expected_gateway);
     let register =
         handshake.on_challenge(&challenge, &config.identity, &config.advertisement, now())?;
-    ws.send(Message::text(register.into_string()))
-        .await
-        .map_err(AttemptFailure::transport)?;
+    ws.send(Message::text(register.into_string())).await?;
     let reply = next_text(&mut ws).await?;
-    let reply = ReceivedEnvelope::decode(reply.as_bytes()).map_err(AttemptFailure::transport)?;
+    let reply = ReceivedEnvelope::decode(reply.as_bytes()).map_err(not_ioap)?;
     let (gateway, _registered) = handshake.on_reply(&reply)?;
     Ok((ws, gateway))
 }
 
-async fn next_text(ws: &mut Ws) -> Result<String, AttemptFailure> {
+async fn next_text(ws: &mut Ws) -> Result<String, ConnectError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
             Some(Ok(Message::Close(frame))) => {
-                return Err(AttemptFailure {
-                    code: None,
+                return Err(ConnectError::Closed {
                     close_code: frame.as_ref().map(|f| u16::from(f.code)),
-                    reason: format!("closed by the gateway: {frame:?}"),
+                    reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
                 });
             }
             Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(AttemptFailure::transport(error)),
-            None => return Err(AttemptFailure::transport("connection closed")),
+            Some(Err(error)) => return Err(error.into()),
+            None => {
+                return Err(ConnectError::Closed {
+                    close_code: None,
+                    reason: "the connection ended".into(),
+                });
+            }
         }
     }
 }

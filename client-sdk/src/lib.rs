@@ -32,6 +32,7 @@
 //!   [`Directory`] for discovery.
 
 mod agent;
+mod connect_error;
 mod core;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -50,6 +51,7 @@ mod table;
 mod verify;
 
 pub use agent::{Agent, AgentBuilder, AgentError};
+pub use connect_error::ConnectError;
 pub use core::LinkSettings;
 pub use directory::{AgentInfo, Directory, DirectoryError, Health};
 pub use error::{CallError, SetupError};

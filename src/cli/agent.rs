@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use ioap_client::{Agent, AgentBuilder, CallError, Directory, IceServer, StreamItem, demo};
+use ioap_client::{
+    Agent, AgentBuilder, AgentError, CallError, Directory, IceServer, StreamItem, demo,
+};
 use ioap_protocol::Did;
 use ioap_protocol::payload::Intent;
 use serde_json::{Value, json};
@@ -47,11 +49,20 @@ impl AgentArgs {
         builder
     }
 
+    /// Registers, or reports why not (`{"error":…}` on stdout, the cause on stderr).
     async fn connect(&self, builder: AgentBuilder) -> anyhow::Result<Agent> {
-        builder
-            .connect()
-            .await
-            .with_context(|| format!("cannot register with the gateway at {}", self.gateway))
+        match builder.connect().await {
+            Ok(agent) => Ok(agent),
+            Err(error) => {
+                let code = match &error {
+                    AgentError::Connect { cause, .. } => cause.code(),
+                    _ => None,
+                };
+                let code = code.map_or("CONNECT_FAILED", |code| code.as_str());
+                report_error(code, &error.to_string())?;
+                Err(Reported.into())
+            }
+        }
     }
 }
 
@@ -140,6 +151,25 @@ fn call_failed(error: &CallError) -> anyhow::Result<ExitCode> {
     }}))?;
     eprintln!("error: {}: {error}", error.code());
     Ok(ExitCode::FAILURE)
+}
+
+/// A failure already reported on stdout and stderr; the process exits 1 without more words.
+#[derive(Debug)]
+pub struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// Prints `{"error":{"code","message"}}` on stdout and the message on stderr.
+fn report_error(code: &str, message: &str) -> anyhow::Result<()> {
+    print_json(&json!({"error": {"code": code, "message": message}}))?;
+    eprintln!("error: {message}");
+    Ok(())
 }
 
 /// `ioap agents`: the listed agents online, as a JSON array.

@@ -1,0 +1,133 @@
+//! Every way of failing to reach a gateway is reported at once with its own cause, typed
+//! (`AgentError::Connect { cause: ConnectError }`), instead of a generic timeout.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use ioap_client::{Agent, AgentError, ConnectError, ErrorCode};
+use ioap_gateway::{Admission, GatewayConfig, TlsFiles};
+use support::gateway_with;
+
+/// Fast means well under the 10 s handshake timeout the old error waited for.
+const FAST: Duration = Duration::from_secs(1);
+
+async fn attempt(url: &str) -> (ConnectError, Duration) {
+    let started = Instant::now();
+    let outcome = Agent::builder(url).loopback_only(true).connect().await;
+    let took = started.elapsed();
+    match outcome {
+        Err(error @ AgentError::Connect { .. }) => {
+            println!("{error}");
+            let AgentError::Connect { cause, .. } = error else {
+                unreachable!()
+            };
+            (cause, took)
+        }
+        other => panic!("expected a connect error for {url}, got {other:?}"),
+    }
+}
+
+/// A port with nothing listening: bound, then released.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn nothing_listening_is_unreachable() {
+    let (cause, took) = attempt(&format!("ws://127.0.0.1:{}/ws", closed_port())).await;
+    assert!(
+        matches!(&cause, ConnectError::Unreachable { reason } if reason.contains("refused")),
+        "{cause}"
+    );
+    assert!(took < FAST, "{took:?}");
+}
+
+#[tokio::test]
+async fn an_http_url_is_not_a_gateway_url() {
+    let gateway = gateway_with(GatewayConfig::ephemeral()).await;
+    let (cause, took) = attempt(&gateway.http_url()).await;
+    assert!(matches!(cause, ConnectError::BadUrl { .. }), "{cause}");
+    assert!(cause.to_string().contains("ws://"), "{cause}");
+    assert!(took < FAST, "{took:?}");
+}
+
+#[tokio::test]
+async fn a_url_without_the_ws_path_is_an_http_404() {
+    let gateway = gateway_with(GatewayConfig::ephemeral()).await;
+    let url = gateway.ws_url().trim_end_matches("/ws").to_owned() + "/";
+    let (cause, took) = attempt(&url).await;
+    assert_eq!(cause, ConnectError::Http { status: 404 });
+    assert!(cause.to_string().contains("/ws"), "{cause}");
+    assert!(took < FAST, "{took:?}");
+}
+
+#[tokio::test]
+async fn wss_to_a_plain_port_is_a_tls_error() {
+    let gateway = gateway_with(GatewayConfig::ephemeral()).await;
+    let url = gateway.ws_url().replacen("ws://", "wss://", 1);
+    let (cause, took) = attempt(&url).await;
+    assert!(matches!(cause, ConnectError::Tls { .. }), "{cause}");
+    assert!(took < FAST, "{took:?}");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let mut config = GatewayConfig::ephemeral();
+    config.tls = Some(TlsFiles { cert, key });
+    let gateway = gateway_with(config).await;
+    let url = format!("wss://localhost:{}/ws", gateway.local_addr().port());
+    let (cause, took) = attempt(&url).await;
+    assert!(
+        matches!(&cause, ConnectError::Tls { reason } if reason.to_lowercase().contains("unknown") || reason.contains("UnknownIssuer")),
+        "{cause}"
+    );
+    assert!(took < FAST, "{took:?}");
+}
+
+#[tokio::test]
+async fn a_gateway_refusal_carries_its_code_and_message() {
+    let mut config = GatewayConfig::ephemeral();
+    config.admission = Admission::Allowlist(HashSet::new());
+    let gateway = gateway_with(config).await;
+    let (cause, took) = attempt(&gateway.ws_url()).await;
+    assert!(
+        matches!(
+            &cause,
+            ConnectError::Refused {
+                code: ErrorCode::Unauthorized,
+                ..
+            }
+        ),
+        "{cause}"
+    );
+    assert!(took < FAST, "{took:?}");
+}
+
+#[tokio::test]
+async fn retrying_the_first_connect_waits_for_the_deadline_and_names_the_last_cause() {
+    let url = format!("ws://127.0.0.1:{}/ws", closed_port());
+    let outcome = Agent::builder(&url)
+        .retry_first_connect(true)
+        .gateway_settings(|c| c.handshake_timeout = Duration::from_millis(300))
+        .connect()
+        .await;
+    match outcome {
+        Err(AgentError::NotRegistered {
+            last: Some(ConnectError::Unreachable { .. }),
+            after,
+            ..
+        }) => {
+            assert_eq!(after, Duration::from_millis(300));
+        }
+        other => panic!("{other:?}"),
+    }
+}
