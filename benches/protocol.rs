@@ -1,7 +1,7 @@
 //! Protocol hot paths for a typical OFFER (≈1.5 KB SDP) and EXEC_REQUEST:
 //! canonicalize, sign, encode (build + canonicalize + sign + serialize), decode, verify.
 //!
-//! Run: `cargo bench --bench protocol`. Figures are in README.md § Performance.
+//! Run: `cargo bench --bench protocol`. Figures are in docs/performance.md.
 
 use std::hint::black_box;
 

@@ -1,4 +1,4 @@
-//! Discovery through the gateway's HTTP API (`GET /agents`, `GET /agents/{did}`; README
+//! Discovery through the gateway's HTTP API (`GET /agents`, `GET /agents/{did}`; docs/gateway.md
 //! "HTTP API"): online, listed agents and the capabilities they advertise.
 
 use std::sync::Arc;

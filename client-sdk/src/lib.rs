@@ -64,3 +64,8 @@ pub use ioap_protocol::{Did, ErrorCode, Identity};
 pub use link::LinkLimits;
 pub use peer::{ExecStream, Peer, StreamItem};
 pub use rtc::{IceServer, RtcSettings};
+
+/// The README's examples, compiled and run as documentation tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

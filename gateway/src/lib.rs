@@ -4,7 +4,7 @@
 //! prove they hold their `did:key`, and register; the gateway keeps the live registry and
 //! relays WebRTC signaling (OFFER, ANSWER, ICE_CANDIDATE) between registered agents. HTTP
 //! beside it: `/health`, `/agents`, `/agents/{did}`, `/metrics`. PROTOCOL_DESIGN.md §6 and §10
-//! are the rules it implements; README.md documents its flags, endpoints and metrics.
+//! are the rules it implements; docs/gateway.md documents its flags, endpoints and metrics.
 //!
 //! Embedding:
 //!
@@ -36,3 +36,8 @@ pub use config::{Admission, GatewayConfig, TlsFiles};
 pub use server::{Gateway, RunningGateway, ShutdownHandle};
 pub use settings::{LogFormat, LogSettings, Settings};
 pub use termination::termination;
+
+/// The README's examples, compiled and run as documentation tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

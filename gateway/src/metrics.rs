@@ -1,5 +1,5 @@
 //! Prometheus metrics (through the `metrics` facade). The names are part of the operator's
-//! interface and listed in README.md.
+//! interface and listed in docs/gateway.md.
 //!
 //! The recorder is process-wide: every gateway in one process reports into the same set.
 

@@ -63,3 +63,8 @@ pub use timestamp::Timestamp;
 
 /// The WebSocket subprotocol a client must offer.
 pub const SUBPROTOCOL: &str = "ioap.v1";
+
+/// The README's examples, compiled and run as documentation tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,6 +1,6 @@
 //! `ioap loadtest`: hundreds to thousands of real agents against a real gateway, in five
 //! phases (register, links, exec, relay, teardown), with a report for people or as JSON
-//! (README "Load testing").
+//! (docs/load-testing.md).
 
 mod exec;
 mod limits;

@@ -1,5 +1,5 @@
-//! The load test's report: a stable JSON document (schema `ioap.loadtest.v1`, README
-//! "Load testing") and the table printed for people.
+//! The load test's report: a stable JSON document (schema `ioap.loadtest.v1`,
+//! docs/load-testing.md) and the table printed for people.
 
 use std::fmt::Write as _;
 
