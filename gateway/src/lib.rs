@@ -34,7 +34,7 @@ pub mod tls;
 
 pub use config::{Admission, GatewayConfig, TlsFiles};
 pub use server::{Gateway, RunningGateway, ShutdownHandle};
-pub use settings::{LogFormat, LogSettings, Settings};
+pub use settings::{FileSettings, LogFormat, LogSettings, Settings};
 pub use termination::termination;
 
 /// The README's examples, compiled and run as documentation tests.

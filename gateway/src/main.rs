@@ -8,6 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let settings = Settings::parse();
+    if settings.check_config {
+        return check_config(&settings);
+    }
     let (config, log) = match settings.resolve() {
         Ok(resolved) => resolved,
         Err(error) => {
@@ -41,6 +44,24 @@ fn main() -> ExitCode {
         gateway.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// `--check-config`: every setting checked, the effective ones printed as a TOML file.
+fn check_config(settings: &Settings) -> ExitCode {
+    let checked = settings.effective().and_then(|effective| {
+        effective.clone().resolve()?;
+        Ok(toml::to_string(&effective)?)
+    });
+    match checked {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn init_logging(log: &LogSettings) {

@@ -8,12 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ioap_protocol::Identity;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Admission, GatewayConfig, TlsFiles};
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -32,6 +32,9 @@ pub struct Settings {
     /// TOML file with settings (keys as the flag names with underscores).
     #[arg(long, env = "IOAP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Check every setting, print the effective settings as a TOML file, and exit.
+    #[arg(long)]
+    pub check_config: bool,
     /// Address to listen on [default: 127.0.0.1:8000].
     #[arg(long, env = "IOAP_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -109,33 +112,112 @@ pub struct Settings {
     pub log_level: Option<String>,
 }
 
-/// The TOML file: the same settings, keys with underscores.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    listen: Option<SocketAddr>,
-    key: Option<PathBuf>,
-    upgrade_timeout_secs: Option<u64>,
-    register_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
-    ping_interval_secs: Option<u64>,
-    write_timeout_secs: Option<u64>,
-    max_frame_bytes: Option<usize>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<u32>,
-    queue_capacity: Option<usize>,
-    rate_per_did: Option<u32>,
-    rate_per_ip: Option<u32>,
-    registrations_per_ip_per_min: Option<u32>,
-    flood_close_after_secs: Option<u64>,
-    verify_relayed: Option<bool>,
-    #[serde(default)]
-    public_url: Vec<String>,
-    allowlist: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    log_format: Option<LogFormat>,
-    log_level: Option<String>,
+macro_rules! file_settings {
+    ($( $(#[$doc:meta])* $name:ident: $ty:ty, )*) => {
+        /// Every setting as the TOML file spells it (keys as the flag names with
+        /// underscores). Resolved settings have every value but the optional paths.
+        #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileSettings {
+            $( $(#[$doc])* #[serde(default, skip_serializing_if = "Option::is_none")] pub $name: Option<$ty>, )*
+            /// Public URLs accepted as REGISTER audiences.
+            #[serde(default)]
+            pub public_url: Vec<String>,
+        }
+
+        impl FileSettings {
+            /// `self` with `over`'s values where `over` has them.
+            fn overlay(self, over: FileSettings) -> FileSettings {
+                FileSettings {
+                    $( $name: over.$name.or(self.$name), )*
+                    public_url: if over.public_url.is_empty() { self.public_url } else { over.public_url },
+                }
+            }
+        }
+
+        impl Settings {
+            /// The flags and environment variables given, as file settings.
+            fn given(&self) -> FileSettings {
+                FileSettings {
+                    $( $name: self.$name.clone(), )*
+                    public_url: self.public_url.clone(),
+                }
+            }
+        }
+    };
+}
+
+file_settings! {
+    /// Address to listen on.
+    listen: SocketAddr,
+    /// The gateway's key file.
+    key: PathBuf,
+    /// Seconds to finish TLS, HTTP and the upgrade.
+    upgrade_timeout_secs: u64,
+    /// Seconds to register.
+    register_timeout_secs: u64,
+    /// Seconds of silence before a session is closed.
+    idle_timeout_secs: u64,
+    /// Seconds between WebSocket pings.
+    ping_interval_secs: u64,
+    /// Seconds one write may block.
+    write_timeout_secs: u64,
+    /// Largest accepted frame.
+    max_frame_bytes: usize,
+    /// Most simultaneous connections.
+    max_connections: usize,
+    /// Most simultaneous connections per IP address.
+    max_connections_per_ip: u32,
+    /// Frames queued per session.
+    queue_capacity: usize,
+    /// Frames per second per DID.
+    rate_per_did: u32,
+    /// Frames per second per IP address.
+    rate_per_ip: u32,
+    /// Registrations per IP address per minute.
+    registrations_per_ip_per_min: u32,
+    /// Seconds over the own rate limit before 4006.
+    flood_close_after_secs: u64,
+    /// Verify relayed frames' signatures.
+    verify_relayed: bool,
+    /// The allowlist file.
+    allowlist: PathBuf,
+    /// TLS certificate chain.
+    tls_cert: PathBuf,
+    /// TLS private key.
+    tls_key: PathBuf,
+    /// Log format.
+    log_format: LogFormat,
+    /// Log filter.
+    log_level: String,
+}
+
+impl FileSettings {
+    /// The defaults, every value present but the optional paths.
+    pub fn defaults() -> FileSettings {
+        let config = GatewayConfig::default();
+        let secs = |d: Duration| Some(d.as_secs());
+        FileSettings {
+            listen: Some(config.listen),
+            upgrade_timeout_secs: secs(config.upgrade_timeout),
+            register_timeout_secs: secs(config.register_timeout),
+            idle_timeout_secs: secs(config.idle_timeout),
+            ping_interval_secs: secs(config.ping_interval),
+            write_timeout_secs: secs(config.write_timeout),
+            max_frame_bytes: Some(config.max_frame_bytes),
+            max_connections: Some(config.max_connections),
+            max_connections_per_ip: Some(config.max_connections_per_ip),
+            queue_capacity: Some(config.queue_capacity),
+            rate_per_did: Some(config.rate_per_did),
+            rate_per_ip: Some(config.rate_per_ip),
+            registrations_per_ip_per_min: Some(config.registrations_per_ip_per_min),
+            flood_close_after_secs: secs(config.flood_close_after),
+            verify_relayed: Some(config.verify_relayed),
+            log_format: Some(LogFormat::default()),
+            log_level: Some("info".into()),
+            ..FileSettings::default()
+        }
+    }
 }
 
 /// Logging choices, resolved.
@@ -148,121 +230,104 @@ pub struct LogSettings {
 }
 
 impl Settings {
-    /// Merges flags/environment (already in `self`) over the TOML file and the defaults.
-    pub fn resolve(self) -> anyhow::Result<(GatewayConfig, LogSettings)> {
+    /// The effective settings: flags and environment over the TOML file over the defaults
+    /// (`RUST_LOG` stands in for an unset log level). What `--check-config` prints.
+    pub fn effective(&self) -> anyhow::Result<FileSettings> {
         let file = match &self.config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
-        let defaults = GatewayConfig::default();
-        let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
-            flag.or(file).map(Duration::from_secs).unwrap_or(default)
+        let rust_log = FileSettings {
+            log_level: std::env::var("RUST_LOG").ok(),
+            ..FileSettings::default()
         };
-        let key = self.key.or(file.key);
-        let identity = match key {
-            Some(path) => Some(Identity::load(&path).context("gateway --key")?),
+        Ok(FileSettings::defaults()
+            .overlay(rust_log)
+            .overlay(file)
+            .overlay(self.given()))
+    }
+
+    /// Merges flags/environment (already in `self`) over the TOML file and the defaults, and
+    /// checks every value.
+    pub fn resolve(self) -> anyhow::Result<(GatewayConfig, LogSettings)> {
+        self.effective()?.resolve()
+    }
+}
+
+impl FileSettings {
+    /// The gateway configuration and log settings these settings describe, every value
+    /// checked (files readable, durations positive, the log filter and public URLs valid).
+    pub fn resolve(self) -> anyhow::Result<(GatewayConfig, LogSettings)> {
+        let defaults = GatewayConfig::default();
+        let secs = |value: Option<u64>, default: Duration| {
+            value.map(Duration::from_secs).unwrap_or(default)
+        };
+        let identity = match &self.key {
+            Some(path) => Some(Identity::load(path).context("gateway --key")?),
             None => None,
         };
-        let allowlist = self.allowlist.or(file.allowlist);
-        let admission = match allowlist {
-            Some(path) => Admission::load_allowlist(&path)?,
+        let admission = match &self.allowlist {
+            Some(path) => Admission::load_allowlist(path)?,
             None => Admission::Open,
         };
-        let tls = match (
-            self.tls_cert.or(file.tls_cert),
-            self.tls_key.or(file.tls_key),
-        ) {
+        let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
-        let public_urls = if self.public_url.is_empty() {
-            file.public_url
-        } else {
-            self.public_url
-        };
+        for url in &self.public_url {
+            check_public_url(url)?;
+        }
         let config = GatewayConfig {
-            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
+            listen: self.listen.unwrap_or(defaults.listen),
             identity,
-            upgrade_timeout: secs(
-                self.upgrade_timeout_secs,
-                file.upgrade_timeout_secs,
-                defaults.upgrade_timeout,
-            ),
-            register_timeout: secs(
-                self.register_timeout_secs,
-                file.register_timeout_secs,
-                defaults.register_timeout,
-            ),
+            upgrade_timeout: secs(self.upgrade_timeout_secs, defaults.upgrade_timeout),
+            register_timeout: secs(self.register_timeout_secs, defaults.register_timeout),
             nonce_ttl: defaults.nonce_ttl,
-            idle_timeout: secs(
-                self.idle_timeout_secs,
-                file.idle_timeout_secs,
-                defaults.idle_timeout,
-            ),
-            ping_interval: secs(
-                self.ping_interval_secs,
-                file.ping_interval_secs,
-                defaults.ping_interval,
-            ),
-            write_timeout: secs(
-                self.write_timeout_secs,
-                file.write_timeout_secs,
-                defaults.write_timeout,
-            ),
-            max_frame_bytes: self
-                .max_frame_bytes
-                .or(file.max_frame_bytes)
-                .unwrap_or(defaults.max_frame_bytes),
-            max_connections: self
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(defaults.max_connections),
+            idle_timeout: secs(self.idle_timeout_secs, defaults.idle_timeout),
+            ping_interval: secs(self.ping_interval_secs, defaults.ping_interval),
+            write_timeout: secs(self.write_timeout_secs, defaults.write_timeout),
+            max_frame_bytes: self.max_frame_bytes.unwrap_or(defaults.max_frame_bytes),
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
             max_connections_per_ip: self
                 .max_connections_per_ip
-                .or(file.max_connections_per_ip)
                 .unwrap_or(defaults.max_connections_per_ip),
-            queue_capacity: self
-                .queue_capacity
-                .or(file.queue_capacity)
-                .unwrap_or(defaults.queue_capacity),
-            rate_per_did: self
-                .rate_per_did
-                .or(file.rate_per_did)
-                .unwrap_or(defaults.rate_per_did),
-            rate_per_ip: self
-                .rate_per_ip
-                .or(file.rate_per_ip)
-                .unwrap_or(defaults.rate_per_ip),
+            queue_capacity: self.queue_capacity.unwrap_or(defaults.queue_capacity),
+            rate_per_did: self.rate_per_did.unwrap_or(defaults.rate_per_did),
+            rate_per_ip: self.rate_per_ip.unwrap_or(defaults.rate_per_ip),
             registrations_per_ip_per_min: self
                 .registrations_per_ip_per_min
-                .or(file.registrations_per_ip_per_min)
                 .unwrap_or(defaults.registrations_per_ip_per_min),
             max_consecutive_malformed: defaults.max_consecutive_malformed,
-            flood_close_after: secs(
-                self.flood_close_after_secs,
-                file.flood_close_after_secs,
-                defaults.flood_close_after,
-            ),
-            verify_relayed: self
-                .verify_relayed
-                .or(file.verify_relayed)
-                .unwrap_or(defaults.verify_relayed),
-            public_urls,
+            flood_close_after: secs(self.flood_close_after_secs, defaults.flood_close_after),
+            verify_relayed: self.verify_relayed.unwrap_or(defaults.verify_relayed),
+            public_urls: self.public_url,
             admission,
             tls,
         };
         config.validate()?;
+        let filter = self.log_level.unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&filter)
+            .map_err(|e| anyhow::anyhow!("log level {filter:?} is not a tracing filter: {e}"))?;
         let log = LogSettings {
-            format: self.log_format.or(file.log_format).unwrap_or_default(),
-            filter: self
-                .log_level
-                .or(file.log_level)
-                .or_else(|| std::env::var("RUST_LOG").ok())
-                .unwrap_or_else(|| "info".into()),
+            format: self.log_format.unwrap_or_default(),
+            filter,
         };
         Ok((config, log))
     }
+}
+
+/// A public URL must be what clients dial: `ws://` or `wss://`, a host, a path.
+fn check_public_url(url: &str) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| anyhow::anyhow!("public URL {url:?} must start with ws:// or wss://"))?;
+    let (host, _path) = rest
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("public URL {url:?} needs a path, e.g. /ws"))?;
+    anyhow::ensure!(!host.is_empty(), "public URL {url:?} has no host");
+    Ok(())
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {

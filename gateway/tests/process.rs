@@ -106,3 +106,113 @@ async fn environment_and_file_settings_apply_and_sigterm_closes_with_1001() {
     .expect("join");
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+fn example_config() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.toml")
+}
+
+fn check_config(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(BINARY)
+        .arg("--check-config")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run");
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).expect("utf8"),
+        String::from_utf8(output.stderr).expect("utf8"),
+    )
+}
+
+/// The keys a TOML file sets or shows commented out (`# key = …`).
+fn keys(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .map(|line| line.trim_start_matches('#').trim())
+        .filter_map(|line| line.split_once(" = ").map(|(key, _)| key.to_owned()))
+        .filter(|key| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect()
+}
+
+#[test]
+fn the_example_config_has_every_key_and_check_config_round_trips_it() {
+    let example = example_config();
+    let text = std::fs::read_to_string(&example).expect("deploy/gateway.toml");
+    let every = ioap_gateway::FileSettings {
+        key: Some("k".into()),
+        allowlist: Some("a".into()),
+        tls_cert: Some("c".into()),
+        tls_key: Some("k".into()),
+        public_url: vec!["wss://gw.example/ws".into()],
+        ..ioap_gateway::FileSettings::defaults()
+    };
+    let documented = keys(&text);
+    let expected = keys(&toml::to_string(&every).expect("toml"));
+    assert_eq!(
+        documented, expected,
+        "deploy/gateway.toml lists every setting"
+    );
+
+    let (code, effective, stderr) = check_config(&["--config", example.to_str().expect("utf8")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // The example holds the defaults: its effective settings are those of no file at all.
+    let (_, defaults, _) = check_config(&[]);
+    assert_eq!(effective, defaults);
+    // What --check-config prints is itself a valid file with the same effect.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("effective.toml");
+    let (_, changed, _) =
+        check_config(&["--rate-per-did", "7", "--public-url", "wss://gw.example/ws"]);
+    std::fs::write(&path, &changed).expect("write");
+    let (code, again, stderr) = check_config(&["--config", path.to_str().expect("utf8")]);
+    assert_eq!((code, again), (Some(0), changed.clone()), "{stderr}");
+    assert!(changed.contains("rate_per_did = 7"), "{changed}");
+}
+
+#[test]
+fn the_gateway_starts_from_the_example_config() {
+    let example = example_config();
+    let gateway = spawn(
+        &[
+            "--config",
+            example.to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(
+        gateway.address.starts_with("127.0.0.1:"),
+        "{}",
+        gateway.address
+    );
+}
+
+#[test]
+fn a_bad_log_filter_or_public_url_exits_2_naming_it() {
+    let (code, _, stderr) = check_config(&["--log-level", "nonsense=["]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("nonsense=["), "{stderr}");
+    let (code, _, stderr) = check_config(&["--public-url", "foo"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("\"foo\"") && stderr.contains("ws://"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = Command::new(BINARY)
+        .args(["--log-level", "nonsense=["])
+        .output()
+        .map(|o| {
+            (
+                o.status.code(),
+                (),
+                String::from_utf8(o.stderr).expect("utf8"),
+            )
+        })
+        .expect("run");
+    assert_eq!(
+        code,
+        Some(2),
+        "the gateway itself refuses to start: {stderr}"
+    );
+}
