@@ -58,6 +58,10 @@ pub struct GatewayConfig {
     /// beginning within 1 s of the previous one's end) is closed with 4006
     /// (PROTOCOL_DESIGN.md §10, *Rate limits*).
     pub flood_close_after: Duration,
+    /// On SIGTERM, how long the gateway drains before it closes every session: `/health`
+    /// answers 503 `draining` and new connections to `/ws` are refused, while registered
+    /// sessions go on (a load balancer's time to notice).
+    pub drain_time: Duration,
     /// Verify the signature of every relayed frame (off by default: receivers verify end to
     /// end).
     pub verify_relayed: bool,
@@ -137,6 +141,7 @@ impl Default for GatewayConfig {
             registrations_per_ip_per_min: 1_200,
             max_consecutive_malformed: 16,
             flood_close_after: Duration::from_secs(10),
+            drain_time: Duration::from_secs(5),
             verify_relayed: false,
             public_urls: Vec::new(),
             admission: Admission::Open,

@@ -89,7 +89,7 @@ async fn websocket(
             ),
         );
     }
-    if gateway.shutdown.is_cancelled() {
+    if gateway.shutdown.is_cancelled() || gateway.draining.is_cancelled() {
         return error_body(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ShuttingDown,
@@ -121,16 +121,22 @@ async fn websocket(
     upgrade.on_upgrade(move |socket| tracker.track_future(session::run(gateway, socket, peer)))
 }
 
-async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
+async fn health(State(app): State<AppState>) -> Response {
     let gateway = &app.gateway;
-    Json(json!({
-        "status": "healthy",
+    let (status, word) = if gateway.draining.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "healthy")
+    };
+    let body = Json(json!({
+        "status": word,
         "connected_agents": gateway.registry.len(),
         "timestamp": gateway.now(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": gateway.started.elapsed().as_secs(),
         "gateway_did": gateway.did.to_string(),
-    }))
+    }));
+    (status, body).into_response()
 }
 
 /// `/agents` query parameters.

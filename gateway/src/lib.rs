@@ -35,7 +35,7 @@ pub mod tls;
 pub use config::{Admission, GatewayConfig, TlsFiles};
 pub use server::{Gateway, RunningGateway, ShutdownHandle};
 pub use settings::{FileSettings, LogFormat, LogSettings, Settings};
-pub use termination::termination;
+pub use termination::{Termination, termination};
 
 /// The README's examples, compiled and run as documentation tests.
 #[doc = include_str!("../README.md")]

@@ -37,9 +37,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::select! {
-            () = ioap_gateway::termination() => {}
-            () = gateway.shutdown_requested() => {}
+        let signal = tokio::select! {
+            signal = ioap_gateway::termination() => Some(signal),
+            () = gateway.shutdown_requested() => None,
+        };
+        if signal == Some(ioap_gateway::Termination::Terminate) {
+            gateway.drain().await;
         }
         gateway.shutdown().await;
         ExitCode::SUCCESS

@@ -183,6 +183,25 @@ impl RunningGateway {
         ShutdownHandle(self.state.shutdown.clone())
     }
 
+    /// Drains for the configured drain time: `/health` answers 503 `draining` and new
+    /// connections to `/ws` are refused while registered sessions go on. Returns early if
+    /// shutdown is requested meanwhile. Call [`shutdown`](Self::shutdown) after it.
+    pub async fn drain(&self) {
+        let drain = self.state.config.drain_time;
+        if drain.is_zero() {
+            return;
+        }
+        info!(
+            seconds = drain.as_secs_f64(),
+            "draining: /health answers 503, new registrations are refused"
+        );
+        self.state.draining.cancel();
+        tokio::select! {
+            () = tokio::time::sleep(drain) => {}
+            () = self.state.shutdown.cancelled() => {}
+        }
+    }
+
     /// Stops accepting, closes every session with 1001 (going away), and waits for them (at
     /// most 10 s) and for the server to stop.
     pub async fn shutdown(self) {

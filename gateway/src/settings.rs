@@ -83,6 +83,10 @@ pub struct Settings {
     /// waiting for budget) before it is closed with 4006 [default: 10].
     #[arg(long, env = "IOAP_FLOOD_CLOSE_AFTER_SECS", value_name = "SECS")]
     pub flood_close_after_secs: Option<u64>,
+    /// Seconds to drain on SIGTERM (/health answers 503, new connections refused, sessions
+    /// go on) before every session is closed with 1001; 0 = none [default: 5].
+    #[arg(long, env = "IOAP_DRAIN_SECS", value_name = "SECS")]
+    pub drain_secs: Option<u64>,
     /// Verify the signature of every relayed frame [default: false].
     #[arg(long, env = "IOAP_VERIFY_RELAYED", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub verify_relayed: Option<bool>,
@@ -178,6 +182,8 @@ file_settings! {
     registrations_per_ip_per_min: u32,
     /// Seconds over the own rate limit before 4006.
     flood_close_after_secs: u64,
+    /// Seconds to drain on SIGTERM.
+    drain_secs: u64,
     /// Verify relayed frames' signatures.
     verify_relayed: bool,
     /// The allowlist file.
@@ -212,6 +218,7 @@ impl FileSettings {
             rate_per_ip: Some(config.rate_per_ip),
             registrations_per_ip_per_min: Some(config.registrations_per_ip_per_min),
             flood_close_after_secs: secs(config.flood_close_after),
+            drain_secs: secs(config.drain_time),
             verify_relayed: Some(config.verify_relayed),
             log_format: Some(LogFormat::default()),
             log_level: Some("info".into()),
@@ -300,6 +307,10 @@ impl FileSettings {
                 .unwrap_or(defaults.registrations_per_ip_per_min),
             max_consecutive_malformed: defaults.max_consecutive_malformed,
             flood_close_after: secs(self.flood_close_after_secs, defaults.flood_close_after),
+            drain_time: self
+                .drain_secs
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.drain_time),
             verify_relayed: self.verify_relayed.unwrap_or(defaults.verify_relayed),
             public_urls: self.public_url,
             admission,

@@ -32,6 +32,8 @@ pub struct GatewayState {
     pub limits: Limits,
     /// Cancelled when the gateway shuts down.
     pub shutdown: CancellationToken,
+    /// Cancelled when the gateway starts draining (before it shuts down).
+    pub draining: CancellationToken,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Open connections, counted from accept.
@@ -57,6 +59,7 @@ impl GatewayState {
             config,
             registry: Registry::new(),
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
             sessions: TaskTracker::new(),
             next_session: AtomicU64::new(1),
             started: Instant::now(),

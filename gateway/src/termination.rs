@@ -1,7 +1,16 @@
 //! Waiting for the process to be asked to stop.
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn termination() {
+/// What asked the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// Ctrl-C (SIGINT): someone at a terminal; stop now.
+    Interrupt,
+    /// SIGTERM: a service manager; drain first.
+    Terminate,
+}
+
+/// Resolves on SIGTERM or Ctrl-C, saying which.
+pub async fn termination() -> Termination {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -17,7 +26,13 @@ pub async fn termination() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = term => tracing::info!("SIGTERM received"),
+        () = ctrl_c => {
+            tracing::info!("Ctrl-C received");
+            Termination::Interrupt
+        }
+        () = term => {
+            tracing::info!("SIGTERM received");
+            Termination::Terminate
+        }
     }
 }

@@ -32,6 +32,7 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "--upgrade-timeout-secs",
         "--max-connections-per-ip",
         "--flood-close-after-secs",
+        "--drain-secs",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
         let env = format!(
@@ -73,6 +74,7 @@ async fn environment_and_file_settings_apply_and_sigterm_closes_with_1001() {
         &[
             ("IOAP_LISTEN", "127.0.0.1:0"),
             ("IOAP_IDLE_TIMEOUT_SECS", "77"),
+            ("IOAP_DRAIN_SECS", "0"),
         ],
     );
     let url = format!("ws://{}/ws", process.address);
@@ -215,4 +217,69 @@ fn a_bad_log_filter_or_public_url_exits_2_naming_it() {
         Some(2),
         "the gateway itself refuses to start: {stderr}"
     );
+}
+
+#[tokio::test]
+async fn sigterm_drains_health_503_and_refuses_registrations_then_closes_with_1001() {
+    const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut process = spawn(&["--listen", "127.0.0.1:0", "--drain-secs", "2"], &[]);
+    let url = format!("ws://{}/ws", process.address);
+    let health = format!("http://{}/health", process.address);
+    let identity = Identity::generate().expect("rng");
+    let mut ws = connect(&url).await;
+    let (_, register) = answer_challenge(&mut ws, &url, &identity, &Advertisement::default()).await;
+    send_text(&mut ws, register.as_str()).await;
+    register
+        .handshake
+        .on_reply(&next_envelope(&mut ws).await)
+        .expect("registered");
+    let before = http().get(&health).send().await.expect("health");
+    assert_eq!(before.status(), 200);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let signalled = std::time::Instant::now();
+    // /health turns 503 "draining" (the signal is handled asynchronously: poll, bounded).
+    let body = loop {
+        let response = http().get(&health).send().await.expect("health while draining");
+        if response.status() == 503 {
+            break response.json::<serde_json::Value>().await.expect("json");
+        }
+        assert!(signalled.elapsed() < DRAIN, "/health never said draining");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["status"], "draining");
+    // A new registration is refused while draining.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        ioap_protocol::SUBPROTOCOL.parse().expect("header"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+        }
+        other => panic!("a registration was not refused while draining: {other:?}"),
+    }
+    // The registered session goes on until the drain time, then gets 1001.
+    assert_eq!(
+        expect_close(&mut ws).await,
+        Some(CloseCode::GoingAway.code())
+    );
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after >= DRAIN - std::time::Duration::from_millis(200),
+        "closed {closed_after:?} after SIGTERM, before the drain time"
+    );
+    let exit = tokio::task::spawn_blocking(move || process.child.wait().expect("wait"))
+        .await
+        .expect("join");
+    assert!(exit.success(), "exit status {exit:?}");
 }
