@@ -38,7 +38,15 @@ async fn main() -> anyhow::Result<()> {
             .description("Counts down, one part per number"),
         )
         .on_intent(|caller, intent| async move {
-            println!("bob       received an INTENT from {caller}: {intent:?}");
+            let what = match &intent {
+                Intent::Query(query) => format!("query \"{}\"", query.query),
+                Intent::Task(task) => format!("task \"{}\"", task.task),
+                Intent::Reply(_) => "reply".to_owned(),
+            };
+            println!(
+                "bob       received an INTENT {what} from {}",
+                short(&caller)
+            );
             IntentReply::accepted()
                 .with_capability("sum")
                 .with_cost(0.0, "credits")
@@ -60,8 +68,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     peer.connect().await?;
     println!(
-        "link      alice ⇄ bob open in {:?} (WebRTC data channel, DTLS bound to both DIDs)",
-        started.elapsed()
+        "link      alice ⇄ bob open in {} (WebRTC data channel, DTLS bound to both DIDs)",
+        millis(started.elapsed())
     );
 
     let reply = peer
@@ -70,9 +78,11 @@ async fn main() -> anyhow::Result<()> {
             json!({"currency": "EUR"}),
         ))
         .await?;
+    let status = serde_json::to_value(reply.status)?;
     println!(
-        "INTENT    bob replied {:?}, use capability {:?}",
-        reply.status, reply.capability
+        "INTENT    bob replied {}, use capability \"{}\"",
+        status.as_str().unwrap_or("?"),
+        reply.capability.as_deref().unwrap_or("none")
     );
 
     let started = Instant::now();
@@ -80,8 +90,8 @@ async fn main() -> anyhow::Result<()> {
         .exec("sum", json!({"values": [12.5, 7.25, 30]}))
         .await?;
     println!(
-        "EXEC      sum = {total} (round trip {:?})",
-        started.elapsed()
+        "EXEC      sum = {total} (round trip {})",
+        millis(started.elapsed())
     );
 
     let mut countdown = peer.exec_stream("countdown", json!({"from": 3})).await?;
@@ -97,11 +107,22 @@ async fn main() -> anyhow::Result<()> {
         .exec("fly", json!(null))
         .await
         .expect_err("bob cannot fly");
-    println!("EXEC      fly → {}: {error}", error.code());
+    println!("EXEC      fly → {error}");
 
     alice.close().await;
     bob.close().await;
     gateway.shutdown().await;
     println!("done      agents unregistered, links closed, gateway stopped");
     Ok(())
+}
+
+/// A duration in milliseconds, e.g. `5.7 ms`.
+fn millis(elapsed: std::time::Duration) -> String {
+    format!("{:.1} ms", elapsed.as_secs_f64() * 1000.0)
+}
+
+/// The start of a DID, for a one-line log.
+fn short(did: &ioap_client::Did) -> String {
+    let text = did.to_string();
+    format!("{}…", &text[..text.len().min(16)])
 }

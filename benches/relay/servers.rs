@@ -117,8 +117,8 @@ impl Server {
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            if json["fields"]["message"] == "ioap gateway listening" {
-                break json["fields"]["address"].as_str().unwrap_or("").to_owned();
+            if json["message"] == "ioap gateway listening" {
+                break json["address"].as_str().unwrap_or("").to_owned();
             }
         };
         // Keep draining its log so it never blocks on a full pipe.

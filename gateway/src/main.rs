@@ -67,13 +67,18 @@ fn check_config(settings: &Settings) -> ExitCode {
     }
 }
 
+/// Logs to stderr: colour only on a terminal (and never with `NO_COLOR`); JSON lines carry
+/// the event's fields at the top level.
 fn init_logging(log: &LogSettings) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     match log.format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.init(),
     }
 }

@@ -244,7 +244,11 @@ async fn sigterm_drains_health_503_and_refuses_registrations_then_closes_with_10
     let signalled = std::time::Instant::now();
     // /health turns 503 "draining" (the signal is handled asynchronously: poll, bounded).
     let body = loop {
-        let response = http().get(&health).send().await.expect("health while draining");
+        let response = http()
+            .get(&health)
+            .send()
+            .await
+            .expect("health while draining");
         if response.status() == 503 {
             break response.json::<serde_json::Value>().await.expect("json");
         }

@@ -38,8 +38,8 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            if json["fields"]["message"] == "ioap gateway listening" {
-                let address = json["fields"]["address"].as_str().unwrap_or("").to_owned();
+            if json["message"] == "ioap gateway listening" {
+                let address = json["address"].as_str().unwrap_or("").to_owned();
                 let _ = tx.send(address);
             }
         }
