@@ -268,3 +268,35 @@ async fn a_gateway_that_cannot_be_reached_is_reported_at_once_on_stdout() {
     assert_eq!(err.matches("error:").count(), 1, "said once: {err}");
     assert!(took < Duration::from_secs(3), "reported after {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_cert_lets_the_cli_use_a_gateway_with_a_private_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let mut config = GatewayConfig::ephemeral();
+    config.tls = Some(ioap_gateway::TlsFiles {
+        cert: cert.clone(),
+        key,
+    });
+    let gateway = Gateway::start(config).await.expect("gateway");
+    let url = format!("wss://localhost:{}/ws", gateway.local_addr().port());
+    let cert = cert.to_str().expect("utf8");
+
+    let (code, out, err) = ioap(&["agents", "--gateway", &url, "--ca-cert", cert]).await;
+    assert_eq!((code, out.len()), (0, 1), "{err}");
+    assert!(out[0].is_array(), "{out:?}");
+
+    // Without it, the certificate problem is named at once.
+    let did = ioap_protocol::Identity::generate()
+        .expect("rng")
+        .did()
+        .to_string();
+    let (code, out, err) = ioap(&["call", &did, "echo", "{}", "--gateway", &url]).await;
+    assert_eq!(code, 1, "{err}");
+    let message = out[0]["error"]["message"].as_str().expect("message");
+    assert!(message.contains("UnknownIssuer"), "{message}");
+}

@@ -49,6 +49,9 @@ pub enum AgentError {
         /// Why the last attempt failed, if one did.
         last: Option<ConnectError>,
     },
+    /// A CA certificate file given with [`AgentBuilder::ca_cert`] could not be used.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     /// The directory's URL could not be derived.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
@@ -65,6 +68,7 @@ pub struct AgentBuilder {
     links: LinkSettings,
     handlers: Handlers,
     retry_first_connect: bool,
+    ca_files: Vec<PathBuf>,
 }
 
 impl AgentBuilder {
@@ -81,6 +85,7 @@ impl AgentBuilder {
             links: LinkSettings::default(),
             handlers: Handlers::default(),
             retry_first_connect: false,
+            ca_files: Vec::new(),
         }
     }
 
@@ -175,6 +180,9 @@ impl AgentBuilder {
             (None, Some(path)) => load_or_create(path)?,
             (None, None) => Identity::generate()?,
         };
+        if !self.ca_files.is_empty() {
+            self.gateway.tls = Some(crate::trust::client_config(&self.ca_files)?);
+        }
         let directory = Directory::new(&self.gateway.url, self.gateway.tls.clone())?;
         self.gateway.identity = identity.clone();
         self.gateway.advertisement = Advertisement {
@@ -204,6 +212,13 @@ impl AgentBuilder {
             directory,
             events: Some(streams.events),
         })
+    }
+
+    /// Also trusts the CA certificate(s) in this PEM file for `wss://` and `https://` (a
+    /// private CA, a test certificate); the webpki roots stay trusted.
+    pub fn ca_cert(mut self, path: impl AsRef<Path>) -> Self {
+        self.ca_files.push(path.as_ref().to_owned());
+        self
     }
 
     /// Whether [`connect`](Self::connect) retries a failed first attempt until the handshake

@@ -48,6 +48,7 @@ mod peer;
 pub mod rtc;
 mod serve;
 mod table;
+mod trust;
 mod verify;
 
 pub use agent::{Agent, AgentBuilder, AgentError};
@@ -64,6 +65,7 @@ pub use ioap_protocol::{Did, ErrorCode, Identity};
 pub use link::LinkLimits;
 pub use peer::{ExecStream, Peer, StreamItem};
 pub use rtc::{IceServer, RtcSettings};
+pub use trust::{TrustError, client_config as tls_client_config};
 
 /// The README's examples, compiled and run as documentation tests.
 #[doc = include_str!("../README.md")]

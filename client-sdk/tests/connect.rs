@@ -131,3 +131,40 @@ async fn retrying_the_first_connect_waits_for_the_deadline_and_names_the_last_ca
         other => panic!("{other:?}"),
     }
 }
+
+/// A TLS gateway on `localhost` with a self-signed certificate, and that certificate's file.
+async fn tls_gateway(dir: &std::path::Path) -> (ioap_gateway::RunningGateway, std::path::PathBuf) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let mut config = GatewayConfig::ephemeral();
+    config.tls = Some(TlsFiles {
+        cert: cert.clone(),
+        key,
+    });
+    (gateway_with(config).await, cert)
+}
+
+#[tokio::test]
+async fn a_private_ca_is_trusted_with_ca_cert_for_wss_and_the_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gateway, cert) = tls_gateway(dir.path()).await;
+    let url = format!("wss://localhost:{}/ws", gateway.local_addr().port());
+    let agent = Agent::builder(&url)
+        .loopback_only(true)
+        .ca_cert(&cert)
+        .connect()
+        .await
+        .expect("registers over wss with the private CA");
+    let listed = agent.directory().agents().await.expect("https directory");
+    assert!(listed.iter().any(|info| info.did == agent.did()));
+    agent.close().await;
+
+    let missing = Agent::builder(&url)
+        .ca_cert(dir.path().join("none.pem"))
+        .connect()
+        .await;
+    assert!(matches!(missing, Err(AgentError::Trust(_))), "{missing:?}");
+}

@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// A STUN/TURN server URL for WebRTC (repeatable; default: host candidates only).
     #[arg(long = "ice-server", value_name = "URL")]
     pub ice_servers: Vec<String>,
+    /// Also trust the CA certificate(s) in this PEM file for wss:// and https:// (repeatable;
+    /// the webpki roots stay trusted).
+    #[arg(long = "ca-cert", value_name = "FILE", env = "IOAP_CA_CERT")]
+    pub ca_certs: Vec<PathBuf>,
 }
 
 impl AgentArgs {
@@ -38,6 +42,9 @@ impl AgentArgs {
         let mut builder = Agent::builder(&self.gateway);
         if let Some(key) = &self.key {
             builder = builder.key_file(key);
+        }
+        for path in &self.ca_certs {
+            builder = builder.ca_cert(path);
         }
         for url in &self.ice_servers {
             builder = builder.ice_server(IceServer {
@@ -175,7 +182,12 @@ fn report_error(code: &str, message: &str) -> anyhow::Result<()> {
 /// `ioap agents`: the listed agents online, as a JSON array.
 pub fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let directory = Directory::new(&args.agent.gateway, None)?;
+        let tls = if args.agent.ca_certs.is_empty() {
+            None
+        } else {
+            Some(ioap_client::tls_client_config(&args.agent.ca_certs)?)
+        };
+        let directory = Directory::new(&args.agent.gateway, tls)?;
         let agents = match &args.capability {
             Some(capability) => directory.with_capability(capability).await?,
             None => directory.agents().await?,

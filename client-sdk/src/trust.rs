@@ -1,0 +1,58 @@
+//! Which servers `wss://` and `https://` trust: the webpki roots (Mozilla's), plus CA
+//! certificates the user names (a private CA, a local test certificate).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// Why a CA certificate file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("CA certificate {}: {reason}", path.display())]
+pub struct TrustError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A TLS client configuration trusting the webpki roots and every certificate in the PEM
+/// files `ca_files`.
+pub fn client_config(ca_files: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, TrustError> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in ca_files {
+        for certificate in read_certificates(path)? {
+            roots.add(certificate).map_err(|e| TrustError {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TrustError {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let fail = |reason: String| TrustError {
+        path: path.to_owned(),
+        reason,
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(certificates)
+}
