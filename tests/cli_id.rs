@@ -99,3 +99,28 @@ fn show_refuses_bad_files() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not a PKCS#8"), "{}", stderr(&out));
 }
+
+#[test]
+fn version_names_the_git_revision() {
+    let output = ioap(&["--version"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let version = stdout(&output);
+    assert!(
+        version.starts_with(&format!("ioap {} (", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = ioap(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        let script = stdout(&output);
+        assert!(
+            script.contains("loadtest") && script.contains("ca-cert"),
+            "{shell}: {script}"
+        );
+    }
+    assert!(!ioap(&["completions", "cmd.exe"]).status.success());
+}

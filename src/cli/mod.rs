@@ -9,9 +9,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The version `--version` prints: the package's, and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("IOAP_GIT_REVISION"),
+    ")"
+);
+
 /// ioap: agent-to-agent transport.
 #[derive(Debug, Parser)]
-#[command(name = "ioap", version, about, propagate_version = true)]
+#[command(name = "ioap", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -36,6 +44,11 @@ pub enum Command {
     /// Load a gateway with many real agents, WebRTC links, calls and relayed signaling;
     /// prints a report (exit status 1 when any phase had failures).
     Loadtest(loadtest::LoadtestArgs),
+    /// Print a shell completion script, e.g. `ioap completions bash > ~/.local/share/bash-completion/completions/ioap`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses the process arguments, runs the command, and turns errors into an exit status.
@@ -49,6 +62,11 @@ pub fn main() -> ExitCode {
         Command::Call(args) => agent::call(args),
         Command::Intent(args) => agent::intent(args),
         Command::Loadtest(args) => loadtest::loadtest(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ioap", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
