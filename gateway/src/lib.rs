@@ -18,6 +18,7 @@
 
 pub mod audience;
 pub mod config;
+pub mod disconnects;
 pub mod http;
 pub mod limits;
 pub mod listener;

@@ -10,6 +10,7 @@ use ioap_protocol::{ErrorCode, MessageType};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::disconnects::Disconnect;
 use crate::refusals::Reason;
 
 /// Open WebSocket connections (gauge).
@@ -32,6 +33,8 @@ pub const QUEUE_OVERFLOWS: &str = "ioap_gateway_queue_overflows_total";
 pub const DISCONNECTS: &str = "ioap_gateway_disconnects_total";
 /// Seconds from a frame's arrival to its write to the receiver's socket (histogram).
 pub const RELAY_LATENCY: &str = "ioap_gateway_relay_latency_seconds";
+/// The gateway's version (gauge, always 1).
+pub const BUILD_INFO: &str = "ioap_gateway_build_info";
 /// Refusals by `reason` (counter): connections refused at accept or closed before upgrading,
 /// registrations and frames over a rate limit, sessions closed for flooding.
 pub const REFUSALS: &str = "ioap_gateway_refusals_total";
@@ -70,9 +73,7 @@ pub fn install() -> PrometheusHandle {
             // still renders what it is given (nothing), and theirs gets the data.
             let _ = metrics::set_global_recorder(recorder);
             describe();
-            for reason in Reason::ALL {
-                counter!(REFUSALS, "reason" => reason.as_str()).absolute(0);
-            }
+            register_at_zero();
             let _ = HOT.set(HotPath {
                 relayed: MessageType::ALL
                     .iter()
@@ -85,7 +86,52 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// The codes of the ERRORs a gateway sends (PROTOCOL_DESIGN.md §6, §8, §10).
+const GATEWAY_ERROR_CODES: [ErrorCode; 18] = [
+    ErrorCode::MalformedMessage,
+    ErrorCode::UnsupportedVersion,
+    ErrorCode::InvalidSignature,
+    ErrorCode::SenderMismatch,
+    ErrorCode::StaleMessage,
+    ErrorCode::TooLarge,
+    ErrorCode::RateLimited,
+    ErrorCode::NotRegistered,
+    ErrorCode::AlreadyRegistered,
+    ErrorCode::Unauthorized,
+    ErrorCode::InvalidNonce,
+    ErrorCode::WrongAudience,
+    ErrorCode::SessionReplaced,
+    ErrorCode::UnknownAgent,
+    ErrorCode::NotRelayed,
+    ErrorCode::ReceiverBusy,
+    ErrorCode::Timeout,
+    ErrorCode::ShuttingDown,
+];
+
+/// Every documented series exists from the start: unlabelled ones at 0, labelled families
+/// with each label value the gateway can report. Registration failures appear with their
+/// first occurrence (`result="ok"` stands for the family until then).
+fn register_at_zero() {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    gauge!(CONNECTIONS_OPEN).set(0.0);
+    gauge!(AGENTS_REGISTERED).set(0.0);
+    for name in [CONNECTIONS_TOTAL, CONNECTIONS_REFUSED, QUEUE_OVERFLOWS] {
+        counter!(name).absolute(0);
+    }
+    counter!(REGISTRATIONS, "result" => "ok", "reason" => "ok").absolute(0);
+    for reason in Reason::ALL {
+        counter!(REFUSALS, "reason" => reason.as_str()).absolute(0);
+    }
+    for reason in Disconnect::ALL {
+        counter!(DISCONNECTS, "reason" => reason.as_str()).absolute(0);
+    }
+    for code in GATEWAY_ERROR_CODES {
+        counter!(ERRORS, "code" => code.as_str()).absolute(0);
+    }
+}
+
 fn describe() {
+    metrics::describe_gauge!(BUILD_INFO, "The gateway's version (label), always 1");
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Open WebSocket connections");
     metrics::describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted");
     metrics::describe_counter!(CONNECTIONS_REFUSED, "Connections refused at the limit");
@@ -110,9 +156,9 @@ pub fn connection_opened() {
 }
 
 /// A connection ended.
-pub fn connection_closed(reason: &'static str) {
+pub fn connection_closed(reason: Disconnect) {
     gauge!(CONNECTIONS_OPEN).decrement(1.0);
-    counter!(DISCONNECTS, "reason" => reason).increment(1);
+    counter!(DISCONNECTS, "reason" => reason.as_str()).increment(1);
 }
 
 /// A connection was refused at the limit.

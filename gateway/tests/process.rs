@@ -287,3 +287,69 @@ async fn sigterm_drains_health_503_and_refuses_registrations_then_closes_with_10
         .expect("join");
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+/// The metric names documented in docs/gateway.md's table.
+fn documented_metrics() -> Vec<String> {
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/gateway.md"),
+    )
+    .expect("docs/gateway.md");
+    docs.lines()
+        .filter_map(|line| line.strip_prefix("| `ioap_gateway_"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|name| format!("ioap_gateway_{name}"))
+        .collect()
+}
+
+/// Checks one line of the Prometheus text format: `name{label="value",…} number`.
+fn valid_sample(line: &str) -> bool {
+    let (series, value) = match line.rsplit_once(' ') {
+        Some(split) => split,
+        None => return false,
+    };
+    let name_end = series.find('{').unwrap_or(series.len());
+    let name = &series[..name_end];
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    let labels_ok = series[name_end..].is_empty()
+        || (series.ends_with('}')
+            && series[name_end + 1..series.len() - 1]
+                .split("\",")
+                .all(|pair| pair.split_once("=\"").is_some_and(|(k, _)| !k.is_empty())));
+    let value_ok = value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value);
+    name_ok && labels_ok && value_ok
+}
+
+#[tokio::test]
+async fn every_documented_metric_is_exported_from_the_start_in_the_text_format() {
+    let process = spawn(&["--listen", "127.0.0.1:0"], &[]);
+    let text = http()
+        .get(format!("http://{}/metrics", process.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let documented = documented_metrics();
+    assert!(documented.len() >= 12, "{documented:?}");
+    for name in &documented {
+        assert!(
+            text.lines().any(|line| line.starts_with(name.as_str())),
+            "{name} is documented but not exported at start:\n{text}"
+        );
+    }
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(valid_sample(line), "not a Prometheus sample line: {line}");
+    }
+    let version = format!(
+        "ioap_gateway_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&version), "{text}");
+}

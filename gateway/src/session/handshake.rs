@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use super::relay::Session;
 use super::{Conn, Ending, Peer, read_failed};
 use crate::audience::{self, Reached};
+use crate::disconnects::Disconnect;
 use crate::metrics;
 use crate::refusals::Reason;
 use crate::state::GatewayState;
@@ -20,7 +21,11 @@ use crate::state::GatewayState;
 /// A refused registration: counted, answered with ERROR, closed with 4002.
 fn refused(code: ErrorCode, error: String) -> Ending {
     metrics::registration_failed(code);
-    Ending::fail("registration_failed", error, CloseCode::RegistrationFailed)
+    Ending::fail(
+        Disconnect::RegistrationFailed,
+        error,
+        CloseCode::RegistrationFailed,
+    )
 }
 
 /// Runs the handshake; on success the agent is in the registry and has its REGISTERED.
@@ -33,7 +38,7 @@ pub(super) async fn register(
         ServerChallenge::issue(&state.identity, state.now(), state.config.nonce_ttl).map_err(
             |e| {
                 warn!(error = %e, "cannot issue a challenge");
-                Ending::close("internal_error", CloseCode::InternalError)
+                Ending::close(Disconnect::InternalError, CloseCode::InternalError)
             },
         )?;
     conn.send(challenge_message.into_string()).await?;
@@ -50,7 +55,11 @@ pub(super) async fn register(
             "too many registrations from this address; retry later",
             None,
         );
-        return Err(Ending::fail("rate_limited", error, CloseCode::RateLimited));
+        return Err(Ending::fail(
+            Disconnect::RateLimited,
+            error,
+            CloseCode::RateLimited,
+        ));
     }
     let received = ReceivedEnvelope::decode(text.as_bytes())
         .map_err(|e| refused(e.code(), state.error(None, e.code(), e.to_string(), e.id)))?;
@@ -121,12 +130,12 @@ async fn first_frame(
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => {
-                return Err(Ending::close("shutdown", CloseCode::GoingAway));
+                return Err(Ending::close(Disconnect::Shutdown, CloseCode::GoingAway));
             }
             () = &mut deadline => {
                 debug!(remote = %peer.remote, "registration timeout");
                 metrics::registration_failed(ErrorCode::Timeout);
-                return Err(Ending::close("registration_timeout", CloseCode::RegistrationTimeout));
+                return Err(Ending::close(Disconnect::RegistrationTimeout, CloseCode::RegistrationTimeout));
             }
             frame = conn.socket.recv() => match frame {
                 Some(Ok(Message::Text(text))) => return Ok(text),
@@ -136,7 +145,7 @@ async fn first_frame(
                     return Err(refused(ErrorCode::MalformedMessage, error));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => return Err(Ending::quiet("client_closed")),
+                Some(Ok(Message::Close(_))) | None => return Err(Ending::quiet(Disconnect::ClientClosed)),
                 Some(Err(error)) => return Err(read_failed(state, None, error)),
             },
         }

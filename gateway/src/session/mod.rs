@@ -22,6 +22,7 @@ use ioap_protocol::{CloseCode, Did, ErrorCode};
 use tokio::time::timeout;
 use tracing::{debug, info};
 
+use crate::disconnects::Disconnect;
 use crate::metrics;
 use crate::state::GatewayState;
 
@@ -45,14 +46,14 @@ pub struct Peer {
 /// How a session ends: why (a metrics label and log field), and what the client is told.
 #[derive(Debug)]
 pub(crate) struct Ending {
-    reason: &'static str,
+    reason: Disconnect,
     error: Option<String>,
     close: Option<CloseCode>,
 }
 
 impl Ending {
     /// The connection is gone or unusable: nothing more is sent.
-    fn quiet(reason: &'static str) -> Self {
+    fn quiet(reason: Disconnect) -> Self {
         Ending {
             reason,
             error: None,
@@ -61,7 +62,7 @@ impl Ending {
     }
 
     /// Close with `code`.
-    fn close(reason: &'static str, code: CloseCode) -> Self {
+    fn close(reason: Disconnect, code: CloseCode) -> Self {
         Ending {
             reason,
             error: None,
@@ -70,7 +71,7 @@ impl Ending {
     }
 
     /// Send the ERROR `error`, then close with `code`.
-    fn fail(reason: &'static str, error: String, code: CloseCode) -> Self {
+    fn fail(reason: Disconnect, error: String, code: CloseCode) -> Self {
         Ending {
             reason,
             error: Some(error),
@@ -102,16 +103,22 @@ impl Conn {
         };
         match timeout(self.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Ending::quiet("client_gone")),
-            Err(_) => Err(Ending::close("slow_consumer", CloseCode::SlowConsumer)),
+            Ok(Err(_)) => Err(Ending::quiet(Disconnect::ClientGone)),
+            Err(_) => Err(Ending::close(
+                Disconnect::SlowConsumer,
+                CloseCode::SlowConsumer,
+            )),
         }
     }
 
     async fn send_message(&mut self, message: Message) -> Result<(), Ending> {
         match timeout(self.write_timeout, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Ending::quiet("client_gone")),
-            Err(_) => Err(Ending::close("slow_consumer", CloseCode::SlowConsumer)),
+            Ok(Err(_)) => Err(Ending::quiet(Disconnect::ClientGone)),
+            Err(_) => Err(Ending::close(
+                Disconnect::SlowConsumer,
+                CloseCode::SlowConsumer,
+            )),
         }
     }
 
@@ -169,7 +176,7 @@ pub async fn run(state: Arc<GatewayState>, socket: WebSocket, peer: Peer) {
         Ok(mut session) => {
             let ending = session.serve(&mut conn).await;
             session.leave();
-            info!(did = %session.did(), reason = ending.reason, "agent disconnected");
+            info!(did = %session.did(), reason = ending.reason.as_str(), "agent disconnected");
             ending
         }
         Err(ending) => ending,
@@ -189,8 +196,11 @@ pub async fn refuse_over_limit(state: Arc<GatewayState>, socket: WebSocket) {
         socket,
         write_timeout: state.config.write_timeout,
     };
-    conn.say_goodbye(&Ending::close("connection_limit", CloseCode::TryAgainLater))
-        .await;
+    conn.say_goodbye(&Ending::close(
+        Disconnect::ConnectionLimit,
+        CloseCode::TryAgainLater,
+    ))
+    .await;
 }
 
 /// What a read error means: oversize frames and invalid UTF-8 get their ERROR and close
@@ -204,7 +214,7 @@ fn read_failed(state: &GatewayState, agent: Option<Did>, error: axum::Error) -> 
                 state.config.max_frame_bytes
             );
             let error = state.error(agent, ErrorCode::TooLarge, message, None);
-            Ending::fail("too_large", error, CloseCode::MessageTooBig)
+            Ending::fail(Disconnect::TooLarge, error, CloseCode::MessageTooBig)
         }
         Some(tungstenite::Error::Utf8(_)) => {
             let error = state.error(
@@ -213,11 +223,11 @@ fn read_failed(state: &GatewayState, agent: Option<Did>, error: axum::Error) -> 
                 "text frame is not valid UTF-8",
                 None,
             );
-            Ending::fail("invalid_utf8", error, CloseCode::InvalidPayload)
+            Ending::fail(Disconnect::InvalidUtf8, error, CloseCode::InvalidPayload)
         }
         _ => {
             debug!(error = %inner, "read failed");
-            Ending::quiet("client_gone")
+            Ending::quiet(Disconnect::ClientGone)
         }
     }
 }

@@ -19,6 +19,7 @@ use tracing::{debug, info};
 
 use super::throttle::Throttle;
 use super::{Conn, Ending, Peer, read_failed};
+use crate::disconnects::Disconnect;
 use crate::limits::Wait;
 use crate::metrics;
 use crate::refusals::Reason;
@@ -137,12 +138,12 @@ impl Session {
             tokio::select! {
                 biased;
                 () = &mut shutdown => {
-                    return Err(Ending::close("shutdown", CloseCode::GoingAway));
+                    return Err(Ending::close(Disconnect::Shutdown, CloseCode::GoingAway));
                 }
                 () = &mut replaced => {
                     let error = state.error(Some(self.did()), ErrorCode::SessionReplaced,
                         "a newer session registered this DID", None);
-                    return Err(Ending::fail("replaced", error, CloseCode::SessionReplaced));
+                    return Err(Ending::fail(Disconnect::Replaced, error, CloseCode::SessionReplaced));
                 }
                 Some(out) = self.queue.recv() => self.write_queued(conn, out).await?,
                 () = &mut budget, if self.waiting.is_some() => {
@@ -165,7 +166,7 @@ impl Session {
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) | None => {
-                            return Err(Ending::quiet("client_closed"));
+                            return Err(Ending::quiet(Disconnect::ClientClosed));
                         }
                         Some(Err(error)) => return Err(read_failed(&state, Some(self.did()), error)),
                     }
@@ -174,7 +175,7 @@ impl Session {
                 () = &mut idle => {
                     let deadline = last_heard + config.idle_timeout;
                     if TokioInstant::now() >= deadline {
-                        return Err(Ending::close("idle", CloseCode::IdleTimeout));
+                        return Err(Ending::close(Disconnect::Idle, CloseCode::IdleTimeout));
                     }
                     idle.as_mut().reset(deadline);
                 }
@@ -204,7 +205,10 @@ impl Session {
     fn count_malformed(&mut self) -> Result<(), Ending> {
         self.malformed_in_a_row += 1;
         if self.malformed_in_a_row >= self.state.config.max_consecutive_malformed {
-            return Err(Ending::close("malformed", CloseCode::PolicyViolation));
+            return Err(Ending::close(
+                Disconnect::Malformed,
+                CloseCode::PolicyViolation,
+            ));
         }
         Ok(())
     }
@@ -224,7 +228,9 @@ impl Session {
         match self.handle(conn, text).await? {
             Handled::Ok => self.malformed_in_a_row = 0,
             Handled::Malformed => self.count_malformed()?,
-            Handled::Unregister => return Err(Ending::close("unregistered", CloseCode::Normal)),
+            Handled::Unregister => {
+                return Err(Ending::close(Disconnect::Unregistered, CloseCode::Normal));
+            }
         }
         Ok(())
     }
@@ -241,7 +247,10 @@ impl Session {
             .waited(Instant::now(), wait.duration, wait.own);
         if verdict.close {
             self.state.refusals.note(Reason::FloodClosed, self.peer_ip);
-            return Err(Ending::close("rate_limited", CloseCode::RateLimited));
+            return Err(Ending::close(
+                Disconnect::RateLimited,
+                CloseCode::RateLimited,
+            ));
         }
         if verdict.notice {
             self.state.refusals.note(Reason::RateLimited, self.peer_ip);
