@@ -118,7 +118,18 @@ async fn websocket(
         tls: app.tls,
     };
     let tracker = gateway.sessions.clone();
-    upgrade.on_upgrade(move |socket| tracker.track_future(session::run(gateway, socket, peer)))
+    // Every line a session logs carries its remote address and, once registered, its DID.
+    let span = tracing::info_span!(
+        "session",
+        remote = %peer.remote,
+        did = tracing::field::Empty
+    );
+    upgrade.on_upgrade(move |socket| {
+        tracker.track_future(tracing::Instrument::instrument(
+            session::run(gateway, socket, peer),
+            span,
+        ))
+    })
 }
 
 async fn health(State(app): State<AppState>) -> Response {

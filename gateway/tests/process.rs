@@ -353,3 +353,41 @@ async fn every_documented_metric_is_exported_from_the_start_in_the_text_format()
     );
     assert!(text.contains(&version), "{text}");
 }
+
+#[tokio::test]
+async fn a_sessions_log_lines_carry_its_remote_address_and_did_at_the_top_level_of_json() {
+    let process = spawn(&["--listen", "127.0.0.1:0", "--log-level", "info"], &[]);
+    let url = format!("ws://{}/ws", process.address);
+    let identity = Identity::generate().expect("rng");
+    let mut ws = connect(&url).await;
+    let (_, register) = answer_challenge(&mut ws, &url, &identity, &Advertisement::default()).await;
+    send_text(&mut ws, register.as_str()).await;
+    register
+        .handshake
+        .on_reply(&next_envelope(&mut ws).await)
+        .expect("registered");
+    drop(ws);
+    let did = identity.did().to_string();
+    let line = loop {
+        let line = process
+            .log
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a disconnect line");
+        if line["message"] == "agent disconnected" {
+            break line;
+        }
+    };
+    assert_eq!(line["did"], did.as_str(), "fields are flat: {line}");
+    assert!(
+        line["remote"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+    assert_eq!(
+        line["span"]["did"],
+        did.as_str(),
+        "the session span carries the DID: {line}"
+    );
+    assert!(line["span"]["remote"].is_string(), "{line}");
+}

@@ -174,9 +174,15 @@ pub async fn run(state: Arc<GatewayState>, socket: WebSocket, peer: Peer) {
     };
     let ending = match handshake::register(&state, &mut conn, &peer).await {
         Ok(mut session) => {
+            tracing::Span::current().record("did", tracing::field::display(session.did()));
             let ending = session.serve(&mut conn).await;
             session.leave();
-            info!(did = %session.did(), reason = ending.reason.as_str(), "agent disconnected");
+            info!(
+                did = %session.did(),
+                remote = %peer.remote,
+                reason = ending.reason.as_str(),
+                "agent disconnected"
+            );
             ending
         }
         Err(ending) => ending,

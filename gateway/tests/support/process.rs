@@ -12,6 +12,8 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_ioap-gateway");
 pub struct Process {
     pub child: Child,
     pub address: String,
+    /// Every JSON log line after the "listening" one.
+    pub log: mpsc::Receiver<serde_json::Value>,
 }
 
 impl Drop for Process {
@@ -33,6 +35,7 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
         .expect("spawn ioap-gateway");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
+    let (log_tx, log) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -41,13 +44,19 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
             if json["message"] == "ioap gateway listening" {
                 let address = json["address"].as_str().unwrap_or("").to_owned();
                 let _ = tx.send(address);
+            } else {
+                let _ = log_tx.send(json);
             }
         }
     });
     let address = rx
         .recv_timeout(WAIT)
         .expect("the gateway reports its address");
-    Process { child, address }
+    Process {
+        child,
+        address,
+        log,
+    }
 }
 
 impl Process {
