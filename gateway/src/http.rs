@@ -203,6 +203,6 @@ async fn agent(State(app): State<AppState>, Path(did): Path<String>) -> Response
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    let body = app.gateway.metrics.render();
+    let body = crate::metrics::render(&app.gateway.metrics);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

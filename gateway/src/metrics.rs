@@ -60,6 +60,9 @@ struct HotPath {
 
 static HOT: OnceLock<HotPath> = OnceLock::new();
 
+/// The standard `process_*` metrics (CPU, memory, descriptors, threads), read at each scrape.
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn install() -> PrometheusHandle {
     HANDLE
@@ -74,6 +77,9 @@ pub fn install() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             register_at_zero();
+            let process = PROCESS.get_or_init(metrics_process::Collector::default);
+            process.describe();
+            process.collect();
             let _ = HOT.set(HotPath {
                 relayed: MessageType::ALL
                     .iter()
@@ -214,6 +220,14 @@ pub fn relay_latency(elapsed: Duration) {
 /// A refusal for `reason`.
 pub fn refused(reason: Reason) {
     counter!(REFUSALS, "reason" => reason.as_str()).increment(1);
+}
+
+/// The text of `/metrics`, with the process metrics read now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(process) = PROCESS.get() {
+        process.collect();
+    }
+    handle.render()
 }
 
 /// Drains recorded samples into the histograms (call every [`UPKEEP_INTERVAL`]).

@@ -347,6 +347,16 @@ async fn every_documented_metric_is_exported_from_the_start_in_the_text_format()
     {
         assert!(valid_sample(line), "not a Prometheus sample line: {line}");
     }
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(
+            text.lines().any(|line| line.starts_with(name)),
+            "{name} missing:\n{text}"
+        );
+    }
     let version = format!(
         "ioap_gateway_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
