@@ -126,10 +126,6 @@ impl CallError {
         }
     }
 
-    pub(crate) fn deadline() -> Self {
-        CallError::Timeout
-    }
-
     pub(crate) fn local_busy(reason: impl Into<String>) -> Self {
         CallError::Busy {
             reason: reason.into(),

@@ -226,7 +226,8 @@ impl CapabilityHandler {
 /// Everything an agent answers: capabilities by name and the INTENT handler.
 #[derive(Clone)]
 pub struct Handlers {
-    capabilities: BTreeMap<String, CapabilityHandler>,
+    /// Shared: every request served clones the handlers, not the map.
+    capabilities: Arc<BTreeMap<String, CapabilityHandler>>,
     intent: Arc<IntentFn>,
 }
 
@@ -242,7 +243,7 @@ impl Default for Handlers {
     /// No capabilities; every intent declined.
     fn default() -> Self {
         Handlers {
-            capabilities: BTreeMap::new(),
+            capabilities: Arc::new(BTreeMap::new()),
             intent: Arc::new(|_, _| {
                 Box::pin(async { IntentReply::declined("this agent takes no intents") })
             }),
@@ -253,7 +254,7 @@ impl Default for Handlers {
 impl Handlers {
     /// Adds (or replaces) a capability.
     pub fn insert(&mut self, capability: CapabilityHandler) {
-        self.capabilities
+        Arc::make_mut(&mut self.capabilities)
             .insert(capability.advertised.name.clone(), capability);
     }
 

@@ -40,7 +40,7 @@ pub(crate) fn spawn_handler(
     let task = async move {
         let outcome = match request {
             ServeRequest::Exec { request, deadline } => {
-                match handlers.capability(&request.capability).cloned() {
+                match handlers.capability(&request.capability) {
                     None => ServeOutcome::Failed(ErrorPayload::new(
                         ErrorCode::UnknownCapability,
                         format!("no capability named {:?}", request.capability),
@@ -48,20 +48,33 @@ pub(crate) fn spawn_handler(
                     Some(handler) => {
                         let parts = Parts::new(request.stream.then(|| (link.clone(), id)));
                         let call = ExecCall::new(caller, request.args, parts, deadline);
-                        let run = SERVING.scope(deadline, handler.run(call));
-                        match AssertUnwindSafe(run).catch_unwind().await {
-                            Ok(Ok(value)) => ServeOutcome::Value(value),
-                            Ok(Err(error)) => ServeOutcome::Failed(handler_error(error)),
+                        // The handler may panic making its future, or while it runs.
+                        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(call))) {
                             Err(_) => ServeOutcome::Failed(panicked()),
+                            Ok(run) => match AssertUnwindSafe(SERVING.scope(deadline, run))
+                                .catch_unwind()
+                                .await
+                            {
+                                Ok(Ok(value)) => ServeOutcome::Value(value),
+                                Ok(Err(error)) => ServeOutcome::Failed(handler_error(error)),
+                                Err(_) => ServeOutcome::Failed(panicked()),
+                            },
                         }
                     }
                 }
             }
             ServeRequest::Intent { intent, deadline } => {
-                let run = SERVING.scope(deadline, handlers.intent(caller, intent));
-                match AssertUnwindSafe(run).catch_unwind().await {
-                    Ok(reply) => ServeOutcome::Reply(reply),
+                let made =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| handlers.intent(caller, intent)));
+                match made {
                     Err(_) => ServeOutcome::Failed(panicked()),
+                    Ok(run) => match AssertUnwindSafe(SERVING.scope(deadline, run))
+                        .catch_unwind()
+                        .await
+                    {
+                        Ok(reply) => ServeOutcome::Reply(reply),
+                        Err(_) => ServeOutcome::Failed(panicked()),
+                    },
                 }
             }
         };

@@ -166,8 +166,14 @@ async fn a_panicking_handler_answers_handler_error_at_once() {
         }
         Ok(json!(null))
     });
+    // This one panics making its future, before it runs.
+    let boom_now = CapabilityHandler::new("boom_now", |args: serde_json::Value| {
+        let n = args["n"].as_u64().expect("the handler insists on n");
+        async move { Ok(json!(n)) }
+    });
     let b = builder(&url, Identity::generate().expect("rng"))
         .capability(boom)
+        .capability(boom_now)
         .connect()
         .await
         .expect("registers");
@@ -190,6 +196,17 @@ async fn a_panicking_handler_answers_handler_error_at_once() {
     assert!(
         took < Duration::from_secs(1),
         "HANDLER_ERROR after {took:?}"
+    );
+    let outcome = within(peer.exec("boom_now", json!(null))).await;
+    assert!(
+        matches!(
+            &outcome,
+            Err(CallError::Remote {
+                code: ErrorCode::HandlerError,
+                ..
+            })
+        ),
+        "a panic making the handler's future: {outcome:?}"
     );
     assert_eq!(
         within(peer.exec("echo", json!(2))).await,

@@ -233,6 +233,20 @@ pub(crate) fn check_rules(envelope: &Envelope) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether every message of `ty` answers another (§3: `correlation_id` required).
+pub(crate) fn needs_correlation(ty: MessageType) -> bool {
+    matches!(
+        ty,
+        MessageType::Registered
+            | MessageType::Answer
+            | MessageType::IceCandidate
+            | MessageType::ExecResponse
+            | MessageType::Pong
+            | MessageType::Credit
+            | MessageType::Cancel
+    )
+}
+
 /// The §3 rules on `to` and `correlation_id` that follow from the type alone (an INTENT
 /// reply's `correlation_id` depends on its payload, so [`check_rules`] checks that).
 pub(crate) fn check_presence(
@@ -246,17 +260,7 @@ pub(crate) fn check_presence(
         (MessageType::Challenge | MessageType::Error, false) | (_, true) => {}
         (_, false) => return Err(format!("{ty} needs \"to\"")),
     }
-    let needs_correlation = matches!(
-        ty,
-        MessageType::Registered
-            | MessageType::Answer
-            | MessageType::IceCandidate
-            | MessageType::ExecResponse
-            | MessageType::Pong
-            | MessageType::Credit
-            | MessageType::Cancel
-    );
-    if needs_correlation && !has_correlation {
+    if needs_correlation(ty) && !has_correlation {
         return Err(format!("{ty} needs \"correlation_id\""));
     }
     Ok(())

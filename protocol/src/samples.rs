@@ -177,18 +177,9 @@ pub fn example_envelope(ty: MessageType) -> (Identity, Envelope) {
     };
     let mut envelope = Envelope::new(signer.did(), to, example_body(ty), example_time());
     envelope.id = example_id(1);
-    let needs_correlation = matches!(
-        ty,
-        MessageType::Registered
-            | MessageType::Answer
-            | MessageType::IceCandidate
-            | MessageType::ExecResponse
-            | MessageType::Pong
-            | MessageType::Credit
-            | MessageType::Cancel
-            | MessageType::Register
-            | MessageType::Error
-    );
+    // The example REGISTER and ERROR answer something too (a CHALLENGE, a refused frame).
+    let needs_correlation = crate::envelope::needs_correlation(ty)
+        || matches!(ty, MessageType::Register | MessageType::Error);
     if needs_correlation {
         envelope.correlation_id = Some(example_id(2));
     }

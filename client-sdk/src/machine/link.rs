@@ -240,7 +240,7 @@ impl LinkMachine {
                 .is_some_and(|call| call.deadline <= now)
         {
             // An answer after our deadline (its timer not yet handled) does not count.
-            self.abandon_call(id, CallError::deadline());
+            self.abandon_call(id, CallError::Timeout);
             return;
         }
         match (envelope.body, correlation) {
@@ -270,12 +270,7 @@ impl LinkMachine {
             }
             self.timers.pop_first();
             match timer {
-                Timer::Call(id) => {
-                    let after = self.calls.get_mut(&id).map(|_| ());
-                    if after.is_some() {
-                        self.abandon_call(id, CallError::deadline());
-                    }
-                }
+                Timer::Call(id) => self.abandon_call(id, CallError::Timeout),
                 Timer::Served(id) => self.serve_timed_out(id),
             }
         }
@@ -363,7 +358,7 @@ impl LinkMachine {
             )));
         }
         if deadline <= now {
-            return Err(CallError::deadline());
+            return Err(CallError::Timeout);
         }
         let (body, kind, flow) = match spec {
             CallSpec::Exec {

@@ -596,8 +596,11 @@ fn intents_are_answered_with_a_reply_or_an_error_and_remote_codes_stay_remote() 
 }
 
 #[test]
-fn windows_stay_within_the_protocol_bound() {
-    assert!(config().window <= MAX_WINDOW);
+fn the_window_setting_is_clamped_to_the_protocol_bound() {
+    let limits = crate::link::LinkLimits::default();
+    assert_eq!(limits.window(0).window, 1);
+    assert_eq!(limits.window(MAX_WINDOW + 1).window, MAX_WINDOW);
+    assert_eq!(limits.window(7).window, 7);
 }
 
 #[test]

@@ -112,6 +112,19 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_window_needs_stream_and_stays_within_its_bounds() {
+        let mut request = ExecRequest::new("count", json!(null));
+        request.window = Some(8);
+        assert!(request.validate().is_err(), "window without stream");
+        request.stream = true;
+        assert!(request.validate().is_ok());
+        for bad in [0, crate::payload::MAX_WINDOW + 1] {
+            request.window = Some(bad);
+            assert!(request.validate().is_err(), "window {bad}");
+        }
+    }
+
+    #[test]
     fn exec_response_combinations() {
         let ok = ExecResponse {
             status: ExecStatus::Ok,
