@@ -36,9 +36,17 @@ async fn serve(gateway: &RunningGateway) -> (Child, Did) {
 }
 
 async fn ioap(args: &[&str]) -> (i32, Vec<Value>, String) {
+    ioap_with_env(args, &[]).await
+}
+
+/// `ioap args…` with these extra environment variables.
+async fn ioap_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, Vec<Value>, String) {
     let output = tokio::time::timeout(
         WAIT,
-        Command::new(env!("CARGO_BIN_EXE_ioap")).args(args).output(),
+        Command::new(env!("CARGO_BIN_EXE_ioap"))
+            .args(args)
+            .envs(env.iter().copied())
+            .output(),
     )
     .await
     .expect("in time")
@@ -290,11 +298,27 @@ async fn ca_cert_lets_the_cli_use_a_gateway_with_a_private_certificate() {
     assert_eq!((code, out.len()), (0, 1), "{err}");
     assert!(out[0].is_array(), "{out:?}");
 
-    // Without it, the certificate problem is named at once.
+    // The platform trust store is used too: SSL_CERT_FILE names it, as for OpenSSL.
+    let (code, out, err) =
+        ioap_with_env(&["agents", "--gateway", &url], &[("SSL_CERT_FILE", cert)]).await;
+    assert_eq!((code, out.len()), (0, 1), "{err}");
+    assert!(out[0].is_array(), "{out:?}");
+
     let did = ioap_protocol::Identity::generate()
         .expect("rng")
         .did()
         .to_string();
+    // The agent itself registers over wss with it; the call then fails only for want of a
+    // peer.
+    let (code, out, err) = ioap_with_env(
+        &["call", &did, "echo", "{}", "--gateway", &url],
+        &[("SSL_CERT_FILE", cert)],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert_ne!(out[0]["error"]["code"], json!("CONNECT_FAILED"), "{out:?}");
+
+    // Without either, the certificate problem is named at once.
     let (code, out, err) = ioap(&["call", &did, "echo", "{}", "--gateway", &url]).await;
     assert_eq!(code, 1, "{err}");
     let message = out[0]["error"]["message"].as_str().expect("message");

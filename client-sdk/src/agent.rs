@@ -180,7 +180,7 @@ impl AgentBuilder {
             (None, Some(path)) => load_or_create(path)?,
             (None, None) => Identity::generate()?,
         };
-        if !self.ca_files.is_empty() {
+        if self.gateway.tls.is_none() || !self.ca_files.is_empty() {
             self.gateway.tls = Some(crate::trust::client_config(&self.ca_files)?);
         }
         let directory = Directory::new(&self.gateway.url, self.gateway.tls.clone())?;
@@ -215,7 +215,8 @@ impl AgentBuilder {
     }
 
     /// Also trusts the CA certificate(s) in this PEM file for `wss://` and `https://` (a
-    /// private CA, a test certificate); the webpki roots stay trusted.
+    /// private CA, a test certificate); the webpki roots and the platform's trust store
+    /// (`SSL_CERT_FILE`, `SSL_CERT_DIR` honoured) stay trusted.
     pub fn ca_cert(mut self, path: impl AsRef<Path>) -> Self {
         self.ca_files.push(path.as_ref().to_owned());
         self
@@ -312,6 +313,44 @@ async fn route_signaling(
 /// does the same in the background: its links end, it unregisters from the gateway, and any
 /// [`Peer`] handle that outlives it fails every call with [`CallError::ShuttingDown`] — an
 /// agent never stays registered answering nobody.
+///
+/// # Connecting
+///
+/// [`AgentBuilder::connect`] fails at once with the first attempt's cause,
+/// [`AgentError::Connect`] holding a [`ConnectError`](crate::ConnectError): `Unreachable`
+/// (connection refused, no route), `BadUrl` (`http://…`: use `ws://` or `wss://`),
+/// `Http { status }` (404: is the path `/ws`?), `Tls` (a plain port behind `wss://`, or the
+/// certificate problem such as UnknownIssuer), `Refused { code, message }` (the gateway's
+/// ERROR: UNAUTHORIZED, WRONG_AUDIENCE behind a proxy without `--public-url`, RATE_LIMITED…),
+/// `Closed` (e.g. 1013 at the gateway's connection limit), `Timeout`, `Protocol` (not an
+/// ioap gateway). [`AgentBuilder::retry_first_connect`] retries instead, until the handshake
+/// timeout. `wss://` trusts the webpki roots, the platform's store (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` honoured) and every [`AgentBuilder::ca_cert`].
+///
+/// # Staying registered
+///
+/// Once registered, the agent reconnects on its own with exponential backoff and jitter
+/// (100 ms up to 30 s) and registers again with the same capabilities; open links do not need
+/// the gateway and keep working while it is down. Every failed attempt is a
+/// [`ConnectionEvent`](crate::ConnectionEvent) ([`Agent::take_events`]) naming the gateway's
+/// code or close code.
+///
+/// # Serving
+///
+/// Each [`CapabilityHandler`] runs with its request's deadline
+/// ([`ExecCall::deadline`](crate::ExecCall::deadline)); calls it makes inherit that deadline.
+/// A handler may fail with HANDLER_ERROR or INVALID_ARGS; a panic is answered HANDLER_ERROR.
+/// At most 64 requests are served per link at once (more are answered TOO_MANY_REQUESTS), and
+/// a streaming handler's [`Parts::send`](crate::Parts::send) waits while its caller has no
+/// credit. A caller's CANCEL drops the handler's future at once.
+///
+/// # Bounds
+///
+/// Links per agent (1,024; further OFFERs are ignored), signaling queued per link (64), calls
+/// in flight (256) and requests served (64) per link, unread parts per streamed call (the
+/// window, 32), the gateway connection's queues (256 out, 1,024 in, 64 events). Every
+/// envelope a peer sends is verified; what fails is dropped and counted
+/// ([`Agent::refused_messages`]).
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -75,7 +75,9 @@ impl Directory {
         let base = http_base(ws_url).ok_or_else(|| DirectoryError::Url(ws_url.to_owned()))?;
         let tls = match tls {
             Some(tls) => (*tls).clone(),
-            None => default_tls().map_err(|_| DirectoryError::Url(ws_url.to_owned()))?,
+            None => (*crate::trust::client_config(&[])
+                .map_err(|_| DirectoryError::Url(ws_url.to_owned()))?)
+            .clone(),
         };
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -179,16 +181,6 @@ pub fn http_base(ws_url: &str) -> Option<Url> {
     url.set_query(None);
     url.set_fragment(None);
     Some(url)
-}
-
-fn default_tls() -> Result<rustls::ClientConfig, rustls::Error> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 #[cfg(test)]

@@ -23,6 +23,46 @@ use crate::table::LinkStatus;
 /// Another agent, reached over a WebRTC link that is opened on first use, reused while it
 /// lives, and dialed again after it is lost. Cheap to clone.
 ///
+/// # Links
+///
+/// The first call sends an OFFER through the gateway; OFFER, ANSWER and each ICE candidate
+/// are signed and verified end to end, so the DTLS fingerprint in each SDP is bound to its
+/// sender's DID. The link opens when the data channel is up and the peer's first message, a
+/// signed PING, verifies. An OFFER to a DID that is not registered fails at once with
+/// [`SetupError::UnknownAgent`]. When both sides dial at once, the OFFER from the DID whose
+/// text sorts lower wins on both sides. Every envelope on the link is signed and verified.
+///
+/// # Deadlines
+///
+/// A call's timeout ([`LinkSettings::call_timeout`](crate::LinkSettings), default 30 s, or
+/// [`Peer::exec_with_timeout`]) covers everything from the call to its result — opening or
+/// re-dialing the link included — and is sent to the callee as `timeout_ms`. A call made
+/// inside a handler ends by that handler's deadline unless given a sooner one.
+///
+/// # Streams and cancellation
+///
+/// [`Peer::exec_stream`] returns an [`ExecStream`], a `futures::Stream` of
+/// [`StreamItem::Partial`] … [`StreamItem::Final`]. The caller grants the callee credit for
+/// the window (32 parts, [`LinkLimits`](crate::LinkLimits)) and gives it back as it reads, so
+/// no part is ever dropped and memory stays bounded however slow the reader. Dropping a
+/// call's future or its stream sends CANCEL, and the callee drops its handler; a chain
+/// A → B → C cancels end to end.
+///
+/// # Errors
+///
+/// [`CallError::Remote`] is what the peer answered (UNKNOWN_CAPABILITY, INVALID_ARGS,
+/// HANDLER_ERROR, TIMEOUT for the peer's deadline, TOO_MANY_REQUESTS). Everything else
+/// happened here: [`CallError::Setup`] (unknown agent, receiver busy, the gateway, ICE or
+/// DTLS, the setup deadline), `LinkLost`, `Timeout` (our deadline), `Cancelled`,
+/// `ShuttingDown`, `Busy` (256 calls in flight per link), `Protocol` (the peer broke the
+/// rules). [`CallError::code`] names each with a protocol code.
+///
+/// # Liveness
+///
+/// Each side PINGs a link it has sent nothing on for a second; 5 s without a message, or
+/// ICE reporting the peer gone, ends the link: calls in flight fail with LINK_LOST and the
+/// next call dials again.
+///
 /// ```
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let gateway = ioap_gateway::Gateway::start(ioap_gateway::GatewayConfig::ephemeral()).await?;

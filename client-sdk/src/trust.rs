@@ -1,5 +1,6 @@
-//! Which servers `wss://` and `https://` trust: the webpki roots (Mozilla's), plus CA
-//! certificates the user names (a private CA, a local test certificate).
+//! Which servers `wss://` and `https://` trust: the webpki roots (Mozilla's), the platform's
+//! trust store (with `SSL_CERT_FILE` / `SSL_CERT_DIR` honoured), plus CA certificates the user
+//! names (a private CA, a local test certificate).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,11 +18,21 @@ pub struct TrustError {
     pub reason: String,
 }
 
-/// A TLS client configuration trusting the webpki roots and every certificate in the PEM
-/// files `ca_files`.
+/// A TLS client configuration trusting the webpki roots, the platform's trust store and every
+/// certificate in the PEM files `ca_files`.
+///
+/// The platform store is what `rustls-native-certs` finds: on Linux the distribution's bundle,
+/// or the files `SSL_CERT_FILE` / `SSL_CERT_DIR` name. Certificates in it that cannot be
+/// parsed are skipped (logged at debug), as OpenSSL does.
 pub fn client_config(ca_files: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, TrustError> {
     let mut roots =
         rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let platform = rustls_native_certs::load_native_certs();
+    for error in &platform.errors {
+        tracing::debug!(%error, "platform trust store");
+    }
+    let (added, skipped) = roots.add_parsable_certificates(platform.certs);
+    tracing::debug!(added, skipped, "platform trust store loaded");
     for path in ca_files {
         for certificate in read_certificates(path)? {
             roots.add(certificate).map_err(|e| TrustError {

@@ -168,3 +168,81 @@ async fn a_private_ca_is_trusted_with_ca_cert_for_wss_and_the_directory() {
         .await;
     assert!(matches!(missing, Err(AgentError::Trust(_))), "{missing:?}");
 }
+
+/// A reverse proxy that, like nginx's default `proxy_set_header Host $proxy_host`, rewrites
+/// the `Host` of each request to the backend's address.
+async fn host_rewriting_proxy(listener: tokio::net::TcpListener, backend: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head)
+                .lines()
+                .map(|line| {
+                    if line.to_ascii_lowercase().starts_with("host:") {
+                        format!("Host: {backend}\r\n")
+                    } else {
+                        format!("{line}\r\n")
+                    }
+                })
+                .collect::<String>();
+            let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await else {
+                return;
+            };
+            if upstream.write_all(head.as_bytes()).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+        });
+    }
+}
+
+/// A listener for the proxy, and the URL agents dial through it.
+async fn proxy_listener() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    (listener, format!("ws://localhost:{port}/ws"))
+}
+
+#[tokio::test]
+async fn behind_a_proxy_wrong_audience_is_reported_with_its_remedy() {
+    let (listener, proxied) = proxy_listener().await;
+
+    // Without --public-url the gateway sees its own address in Host, not the URL dialed.
+    let gateway = gateway_with(GatewayConfig::ephemeral()).await;
+    let proxy = tokio::spawn(host_rewriting_proxy(listener, gateway.local_addr()));
+    let (cause, took) = attempt(&proxied).await;
+    match &cause {
+        ConnectError::Refused {
+            code: ErrorCode::WrongAudience,
+            message,
+        } => assert!(message.contains("--public-url"), "{message}"),
+        other => panic!("{other}"),
+    }
+    assert!(took < FAST, "{took:?}");
+    proxy.abort();
+
+    // With the URL agents dial as its public URL, the same proxy works.
+    let (listener, proxied) = proxy_listener().await;
+    let mut config = GatewayConfig::ephemeral();
+    config.public_urls = vec![proxied.clone()];
+    let gateway = gateway_with(config).await;
+    let _proxy = tokio::spawn(host_rewriting_proxy(listener, gateway.local_addr()));
+    let agent = Agent::builder(&proxied)
+        .loopback_only(true)
+        .connect()
+        .await
+        .expect("registers through the proxy");
+    agent.close().await;
+}

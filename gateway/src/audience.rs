@@ -36,6 +36,32 @@ pub fn matches(audience: &str, reached: Reached<'_>, public_urls: &[String]) -> 
         }
 }
 
+/// What a refused agent should know: the addresses this gateway answers to, and the remedy
+/// behind a reverse proxy (which rewrites `Host`).
+pub fn explain(reached: Reached<'_>, public_urls: &[String]) -> String {
+    let scheme = if reached.tls { "wss" } else { "ws" };
+    let mut answers: Vec<String> = reached
+        .host
+        .map(|host| {
+            format!(
+                "{scheme}://{}/ws",
+                host.chars().take(128).collect::<String>()
+            )
+        })
+        .into_iter()
+        .collect();
+    answers.extend(public_urls.iter().cloned());
+    let answers = if answers.is_empty() {
+        "no URL (the request had no Host header)".to_owned()
+    } else {
+        answers.join(", ")
+    };
+    format!(
+        "this gateway answers to {answers}; behind a reverse proxy, start the gateway with \
+         --public-url set to the URL agents dial"
+    )
+}
+
 /// Host (any case) and port (absent = `default_port`) are equal; no user info allowed.
 fn same_address(
     a: &axum::http::uri::Authority,

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use ioap_protocol::handshake::Advertisement;
 use ioap_protocol::{CloseCode, Identity};
-use support::process::{BINARY, spawn};
+use support::process::{BINARY, check_config, spawn};
 use support::*;
 
 #[test]
@@ -109,87 +109,6 @@ async fn environment_and_file_settings_apply_and_sigterm_closes_with_1001() {
     assert!(exit.success(), "exit status {exit:?}");
 }
 
-fn example_config() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.toml")
-}
-
-fn check_config(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(BINARY)
-        .arg("--check-config")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run");
-    (
-        output.status.code(),
-        String::from_utf8(output.stdout).expect("utf8"),
-        String::from_utf8(output.stderr).expect("utf8"),
-    )
-}
-
-/// The keys a TOML file sets or shows commented out (`# key = …`).
-fn keys(text: &str) -> std::collections::BTreeSet<String> {
-    text.lines()
-        .map(|line| line.trim_start_matches('#').trim())
-        .filter_map(|line| line.split_once(" = ").map(|(key, _)| key.to_owned()))
-        .filter(|key| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-        .collect()
-}
-
-#[test]
-fn the_example_config_has_every_key_and_check_config_round_trips_it() {
-    let example = example_config();
-    let text = std::fs::read_to_string(&example).expect("deploy/gateway.toml");
-    let every = ioap_gateway::FileSettings {
-        key: Some("k".into()),
-        allowlist: Some("a".into()),
-        tls_cert: Some("c".into()),
-        tls_key: Some("k".into()),
-        public_url: vec!["wss://gw.example/ws".into()],
-        ..ioap_gateway::FileSettings::defaults()
-    };
-    let documented = keys(&text);
-    let expected = keys(&toml::to_string(&every).expect("toml"));
-    assert_eq!(
-        documented, expected,
-        "deploy/gateway.toml lists every setting"
-    );
-
-    let (code, effective, stderr) = check_config(&["--config", example.to_str().expect("utf8")]);
-    assert_eq!(code, Some(0), "{stderr}");
-    // The example holds the defaults: its effective settings are those of no file at all.
-    let (_, defaults, _) = check_config(&[]);
-    assert_eq!(effective, defaults);
-    // What --check-config prints is itself a valid file with the same effect.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("effective.toml");
-    let (_, changed, _) =
-        check_config(&["--rate-per-did", "7", "--public-url", "wss://gw.example/ws"]);
-    std::fs::write(&path, &changed).expect("write");
-    let (code, again, stderr) = check_config(&["--config", path.to_str().expect("utf8")]);
-    assert_eq!((code, again), (Some(0), changed.clone()), "{stderr}");
-    assert!(changed.contains("rate_per_did = 7"), "{changed}");
-}
-
-#[test]
-fn the_gateway_starts_from_the_example_config() {
-    let example = example_config();
-    let gateway = spawn(
-        &[
-            "--config",
-            example.to_str().expect("utf8"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
-    assert!(
-        gateway.address.starts_with("127.0.0.1:"),
-        "{}",
-        gateway.address
-    );
-}
-
 #[test]
 fn a_bad_log_filter_or_public_url_exits_2_naming_it() {
     let (code, _, stderr) = check_config(&["--log-level", "nonsense=["]);
@@ -286,82 +205,6 @@ async fn sigterm_drains_health_503_and_refuses_registrations_then_closes_with_10
         .await
         .expect("join");
     assert!(exit.success(), "exit status {exit:?}");
-}
-
-/// The metric names documented in docs/gateway.md's table.
-fn documented_metrics() -> Vec<String> {
-    let docs = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/gateway.md"),
-    )
-    .expect("docs/gateway.md");
-    docs.lines()
-        .filter_map(|line| line.strip_prefix("| `ioap_gateway_"))
-        .filter_map(|rest| rest.split('`').next())
-        .map(|name| format!("ioap_gateway_{name}"))
-        .collect()
-}
-
-/// Checks one line of the Prometheus text format: `name{label="value",…} number`.
-fn valid_sample(line: &str) -> bool {
-    let (series, value) = match line.rsplit_once(' ') {
-        Some(split) => split,
-        None => return false,
-    };
-    let name_end = series.find('{').unwrap_or(series.len());
-    let name = &series[..name_end];
-    let name_ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
-    let labels_ok = series[name_end..].is_empty()
-        || (series.ends_with('}')
-            && series[name_end + 1..series.len() - 1]
-                .split("\",")
-                .all(|pair| pair.split_once("=\"").is_some_and(|(k, _)| !k.is_empty())));
-    let value_ok = value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value);
-    name_ok && labels_ok && value_ok
-}
-
-#[tokio::test]
-async fn every_documented_metric_is_exported_from_the_start_in_the_text_format() {
-    let process = spawn(&["--listen", "127.0.0.1:0"], &[]);
-    let text = http()
-        .get(format!("http://{}/metrics", process.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let documented = documented_metrics();
-    assert!(documented.len() >= 12, "{documented:?}");
-    for name in &documented {
-        assert!(
-            text.lines().any(|line| line.starts_with(name.as_str())),
-            "{name} is documented but not exported at start:\n{text}"
-        );
-    }
-    for line in text
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        assert!(valid_sample(line), "not a Prometheus sample line: {line}");
-    }
-    for name in [
-        "process_resident_memory_bytes",
-        "process_cpu_seconds_total",
-        "process_open_fds",
-    ] {
-        assert!(
-            text.lines().any(|line| line.starts_with(name)),
-            "{name} missing:\n{text}"
-        );
-    }
-    let version = format!(
-        "ioap_gateway_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    assert!(text.contains(&version), "{text}");
 }
 
 #[tokio::test]

@@ -182,11 +182,7 @@ fn report_error(code: &str, message: &str) -> anyhow::Result<()> {
 /// `ioap agents`: the listed agents online, as a JSON array.
 pub fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let tls = if args.agent.ca_certs.is_empty() {
-            None
-        } else {
-            Some(ioap_client::tls_client_config(&args.agent.ca_certs)?)
-        };
+        let tls = Some(ioap_client::tls_client_config(&args.agent.ca_certs)?);
         let directory = Directory::new(&args.agent.gateway, tls)?;
         let agents = match &args.capability {
             Some(capability) => directory.with_capability(capability).await?,

@@ -7,7 +7,7 @@
 //!   deadline, or it is closed;
 //! - a small reserve beyond the limit keeps `/health` answerable while the limit is full;
 //! - a failed `accept` (out of descriptors) backs off and is logged once per interval
-//!   ([`backoff`]), and serving resumes as soon as descriptors are free.
+//!   (`backoff`), and serving resumes as soon as descriptors are free.
 
 mod backoff;
 mod connection;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, Utf8Bytes};
-use ioap_protocol::handshake::ServerChallenge;
+use ioap_protocol::handshake::{RegistrationError, ServerChallenge};
 use ioap_protocol::payload::Registered;
 use ioap_protocol::{Body, CloseCode, ErrorCode, ReceivedEnvelope};
 use tokio::time::{Instant, sleep_until};
@@ -77,10 +77,14 @@ pub(super) async fn register(
         )
         .map_err(|e| {
             info!(did = %claimed, remote = %peer.remote, reason = %e, "registration refused");
-            refused(
-                e.code(),
-                state.error(None, e.code(), e.to_string(), Some(id)),
-            )
+            let message = match e {
+                RegistrationError::WrongAudience(_) => format!(
+                    "{e}; {}",
+                    audience::explain(reached, &state.config.public_urls)
+                ),
+                _ => e.to_string(),
+            };
+            refused(e.code(), state.error(None, e.code(), message, Some(id)))
         })?;
     if !state.config.admission.admits(&registration.did) {
         info!(did = %registration.did, remote = %peer.remote, "registration refused: not admitted");

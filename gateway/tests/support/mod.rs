@@ -291,12 +291,37 @@ pub async fn get_json(gateway: &RunningGateway, path: &str) -> (u16, serde_json:
 
 /// The gateway's `/metrics` text.
 pub async fn metrics_text(gateway: &RunningGateway) -> String {
+    scrape(&gateway.http_url()).await
+}
+
+/// `GET {base}/metrics` (`base` = `http://host:port`).
+pub async fn scrape(base: &str) -> String {
     http()
-        .get(format!("{}/metrics", gateway.http_url()))
+        .get(format!("{base}/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
         .expect("text")
+}
+
+/// Whether the command `tool` is installed. Where it is not, a test that needs it says so and
+/// passes, unless IOAP_REQUIRE_TOOLS is set (CI installs every tool and sets it), where a
+/// missing tool fails the test.
+pub fn tool_available(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("IOAP_REQUIRE_TOOLS").is_none(),
+            "{tool} is required (IOAP_REQUIRE_TOOLS) but not installed"
+        );
+        eprintln!("{tool} is not installed: this test did not run");
+    }
+    found
 }

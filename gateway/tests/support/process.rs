@@ -71,3 +71,18 @@ impl Process {
             .expect("VmRSS")
     }
 }
+
+/// Runs `ioap-gateway --check-config args…`: exit code, stdout, stderr.
+pub fn check_config(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(BINARY)
+        .arg("--check-config")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run");
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).expect("utf8"),
+        String::from_utf8(output.stderr).expect("utf8"),
+    )
+}
