@@ -253,28 +253,52 @@ async fn no_call_outlives_its_deadline_while_the_callee_is_frozen_and_the_link_i
     drop(server);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_that_cannot_be_reached_is_reported_at_once_on_stdout() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let url = format!("ws://127.0.0.1:{port}/ws");
+/// `ioap call` through `url` fails at once with one JSON error on stdout: `code`, and a
+/// message naming `cause`; the message is said once on stderr.
+async fn fails_at_once(url: &str, code: &str, cause: &str) {
     let did = ioap_protocol::Identity::generate()
         .expect("rng")
         .did()
         .to_string();
     let started = Instant::now();
-    let (code, out, err) = ioap(&["call", &did, "echo", "{}", "--gateway", &url]).await;
+    let (exit, out, err) = ioap(&["call", &did, "echo", "{}", "--gateway", url]).await;
     let took = started.elapsed();
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(out.len(), 1, "one JSON line on stdout: {out:?}");
-    assert_eq!(out[0]["error"]["code"], json!("CONNECT_FAILED"));
+    assert_eq!(exit, 1, "{url}: {err}");
+    assert_eq!(out.len(), 1, "{url}: one JSON line on stdout: {out:?}");
+    assert_eq!(out[0]["error"]["code"], json!(code), "{url}: {out:?}");
     let message = out[0]["error"]["message"].as_str().expect("message");
-    assert!(message.contains("Connection refused"), "{message}");
-    assert_eq!(err.matches("error:").count(), 1, "said once: {err}");
-    assert!(took < Duration::from_secs(3), "reported after {took:?}");
+    assert!(message.contains(cause), "{url}: {message}");
+    assert_eq!(err.matches("error:").count(), 1, "{url}: said once: {err}");
+    assert!(
+        took < Duration::from_secs(3),
+        "{url}: reported after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_of_failing_to_reach_a_gateway_is_reported_at_once_on_stdout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    fails_at_once(
+        &format!("ws://127.0.0.1:{port}/ws"),
+        "CONNECT_FAILED",
+        "Connection refused",
+    )
+    .await;
+
+    let open = gateway().await;
+    let address = open.local_addr();
+    fails_at_once(&format!("http://{address}/ws"), "CONNECT_FAILED", "ws://").await;
+    fails_at_once(&format!("ws://{address}/"), "CONNECT_FAILED", "HTTP 404").await;
+    fails_at_once(&format!("wss://{address}/ws"), "CONNECT_FAILED", "TLS").await;
+
+    let mut config = GatewayConfig::ephemeral();
+    config.admission = ioap_gateway::Admission::Allowlist(Default::default());
+    let closed = Gateway::start(config).await.expect("gateway");
+    fails_at_once(&closed.ws_url(), "UNAUTHORIZED", "not admitted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
