@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use ioap_protocol::{Did, Identity};
 
+pub use crate::cluster::ClusterConfig;
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -72,6 +74,8 @@ pub struct GatewayConfig {
     pub admission: Admission,
     /// Serve `wss://` and `https://` with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// Join a cluster of gateways sharing presence through Redis (`None`: stand alone).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The admission policy.
@@ -146,6 +150,7 @@ impl Default for GatewayConfig {
             public_urls: Vec::new(),
             admission: Admission::Open,
             tls: None,
+            cluster: None,
         }
     }
 }

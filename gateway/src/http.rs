@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::listener::Admission;
+use crate::registry::{AgentPage, AgentSummary, page_of};
 use crate::session::{self, Peer};
 use crate::state::GatewayState;
 
@@ -139,14 +140,24 @@ async fn health(State(app): State<AppState>) -> Response {
     } else {
         (StatusCode::OK, "healthy")
     };
-    let body = Json(json!({
+    let mut body = json!({
         "status": word,
         "connected_agents": gateway.registry.len(),
         "timestamp": gateway.now(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": gateway.started.elapsed().as_secs(),
         "gateway_did": gateway.did.to_string(),
-    }));
+    });
+    if let Some(cluster) = &gateway.cluster {
+        let (nodes, agents) = cluster.size();
+        body["cluster"] = json!({
+            "node": cluster.node_id(),
+            "nodes": nodes,
+            "agents": agents,
+            "redis": if cluster.redis_up() { "up" } else { "down" },
+        });
+    }
+    let body = Json(body);
     (status, body).into_response()
 }
 
@@ -177,11 +188,37 @@ async fn agents(
             format!("limit must be 1..={MAX_PAGE}, not {limit}"),
         );
     }
-    let page =
-        app.gateway
-            .registry
-            .list(query.capability.as_deref(), query.cursor.as_deref(), limit);
-    Json(page).into_response()
+    let (capability, cursor) = (query.capability.as_deref(), query.cursor.as_deref());
+    let Some(cluster) = &app.gateway.cluster else {
+        return Json(app.gateway.registry.list(capability, cursor, limit)).into_response();
+    };
+    let listing = match cluster.listing().await {
+        Ok(listing) => listing,
+        Err(code) => return cluster_unavailable(code),
+    };
+    let matching: Vec<&AgentSummary> = listing
+        .iter()
+        .filter(|agent| {
+            capability.is_none_or(|name| agent.capabilities.iter().any(|c| c.name == name))
+        })
+        .collect();
+    let (page, total, next_cursor) = page_of(&matching, |agent| &agent.did, cursor, limit);
+    let agents: Vec<AgentSummary> = page.iter().map(|agent| (*agent).clone()).collect();
+    Json(AgentPage {
+        count: agents.len(),
+        agents,
+        total,
+        next_cursor,
+    })
+    .into_response()
+}
+
+fn cluster_unavailable(code: ErrorCode) -> Response {
+    error_body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        code,
+        "the cluster's directory cannot be read now (Redis unreachable); retry later",
+    )
 }
 
 async fn agent(State(app): State<AppState>, Path(did): Path<String>) -> Response {
@@ -192,7 +229,18 @@ async fn agent(State(app): State<AppState>, Path(did): Path<String>) -> Response
             "not a valid did:key",
         );
     };
-    match app.gateway.registry.listed(&parsed.to_string()) {
+    let did = parsed.to_string();
+    let found = match &app.gateway.cluster {
+        None => app.gateway.registry.listed(&did),
+        Some(cluster) => match cluster.listing().await {
+            Ok(listing) => listing
+                .binary_search_by(|agent| agent.did.as_str().cmp(&did))
+                .ok()
+                .map(|at| listing[at].clone()),
+            Err(code) => return cluster_unavailable(code),
+        },
+    };
+    match found {
         Some(summary) => Json(summary).into_response(),
         None => error_body(
             StatusCode::NOT_FOUND,

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod audience;
+pub mod cluster;
 pub mod config;
 pub mod disconnects;
 pub mod http;
@@ -33,7 +34,7 @@ pub mod state;
 mod termination;
 pub mod tls;
 
-pub use config::{Admission, GatewayConfig, TlsFiles};
+pub use config::{Admission, ClusterConfig, GatewayConfig, TlsFiles};
 pub use server::{Gateway, RunningGateway, ShutdownHandle};
 pub use settings::{FileSettings, LogFormat, LogSettings, Settings};
 pub use termination::{Termination, termination};

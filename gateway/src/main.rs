@@ -51,8 +51,12 @@ fn main() -> ExitCode {
 
 /// `--check-config`: every setting checked, the effective ones printed as a TOML file.
 fn check_config(settings: &Settings) -> ExitCode {
-    let checked = settings.effective().and_then(|effective| {
+    let checked = settings.effective().and_then(|mut effective| {
         effective.clone().resolve()?;
+        // Printed, never a password: give it in IOAP_REDIS_URL, not in a shared file.
+        effective.redis_url = effective
+            .redis_url
+            .map(|url| ioap_gateway::cluster::redact(&url));
         Ok(toml::to_string(&effective)?)
     });
     match checked {

@@ -39,6 +39,16 @@ pub const BUILD_INFO: &str = "ioap_gateway_build_info";
 /// registrations and frames over a rate limit, sessions closed for flooding.
 pub const REFUSALS: &str = "ioap_gateway_refusals_total";
 
+/// Live gateways in the cluster, as of the last heartbeat (gauge; 0 when not clustered).
+pub const CLUSTER_NODES: &str = "ioap_gateway_cluster_nodes";
+/// Frames between nodes of a cluster by `direction`: `out` (sent to another node), `in`
+/// (received for a local agent), `bounced` (undeliverable, sent back) (counter).
+pub const CLUSTER_RELAYS: &str = "ioap_gateway_cluster_relays_total";
+/// Seconds per Redis request (histogram).
+pub const REDIS_SECONDS: &str = "ioap_gateway_redis_request_seconds";
+/// Redis requests that failed or timed out, and lost channel connections (counter).
+pub const REDIS_ERRORS: &str = "ioap_gateway_redis_errors_total";
+
 /// How often the recorder drains recorded samples into its histograms. Without it, samples
 /// pile up until the next scrape: memory would grow with traffic on a gateway nobody scrapes.
 /// Drained this often, the buffer holds at most a fifth of a second of relayed frames (8 bytes
@@ -56,6 +66,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 struct HotPath {
     relayed: Vec<(MessageType, metrics::Counter)>,
     latency: metrics::Histogram,
+    redis: metrics::Histogram,
 }
 
 static HOT: OnceLock<HotPath> = OnceLock::new();
@@ -69,6 +80,8 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(RELAY_LATENCY.into()), LATENCY_BUCKETS)
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(Matcher::Full(REDIS_SECONDS.into()), LATENCY_BUCKETS)
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
@@ -86,6 +99,7 @@ pub fn install() -> PrometheusHandle {
                     .map(|ty| (*ty, counter!(RELAYED, "type" => ty.as_str())))
                     .collect(),
                 latency: histogram!(RELAY_LATENCY),
+                redis: histogram!(REDIS_SECONDS),
             });
             handle
         })
@@ -93,7 +107,7 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// The codes of the ERRORs a gateway sends (PROTOCOL_DESIGN.md §6, §8, §10).
-const GATEWAY_ERROR_CODES: [ErrorCode; 18] = [
+const GATEWAY_ERROR_CODES: [ErrorCode; 19] = [
     ErrorCode::MalformedMessage,
     ErrorCode::UnsupportedVersion,
     ErrorCode::InvalidSignature,
@@ -110,6 +124,7 @@ const GATEWAY_ERROR_CODES: [ErrorCode; 18] = [
     ErrorCode::UnknownAgent,
     ErrorCode::NotRelayed,
     ErrorCode::ReceiverBusy,
+    ErrorCode::RouteUnavailable,
     ErrorCode::Timeout,
     ErrorCode::ShuttingDown,
 ];
@@ -136,7 +151,16 @@ fn register_at_zero() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     gauge!(CONNECTIONS_OPEN).set(0.0);
     gauge!(AGENTS_REGISTERED).set(0.0);
-    for name in [CONNECTIONS_TOTAL, CONNECTIONS_REFUSED, QUEUE_OVERFLOWS] {
+    gauge!(CLUSTER_NODES).set(0.0);
+    for direction in ["out", "in", "bounced"] {
+        counter!(CLUSTER_RELAYS, "direction" => direction).absolute(0);
+    }
+    for name in [
+        CONNECTIONS_TOTAL,
+        CONNECTIONS_REFUSED,
+        QUEUE_OVERFLOWS,
+        REDIS_ERRORS,
+    ] {
         counter!(name).absolute(0);
     }
     counter!(REGISTRATIONS, "result" => "ok", "reason" => "ok").absolute(0);
@@ -166,6 +190,10 @@ fn describe() {
     metrics::describe_counter!(QUEUE_OVERFLOWS, "Relays refused: receiver queue full");
     metrics::describe_counter!(DISCONNECTS, "Sessions closed, by reason");
     metrics::describe_counter!(REFUSALS, "Refusals by reason");
+    metrics::describe_gauge!(CLUSTER_NODES, "Live gateways in the cluster");
+    metrics::describe_counter!(CLUSTER_RELAYS, "Frames between cluster nodes by direction");
+    metrics::describe_counter!(REDIS_ERRORS, "Failed Redis requests and lost channels");
+    metrics::describe_histogram!(REDIS_SECONDS, metrics::Unit::Seconds, "Redis request time");
     metrics::describe_histogram!(
         RELAY_LATENCY,
         metrics::Unit::Seconds,
@@ -233,6 +261,29 @@ pub fn relay_latency(elapsed: Duration) {
         Some(hot) => hot.latency.record(elapsed.as_secs_f64()),
         None => histogram!(RELAY_LATENCY).record(elapsed.as_secs_f64()),
     }
+}
+
+/// Live nodes in the cluster.
+pub fn cluster_nodes(nodes: u64) {
+    gauge!(CLUSTER_NODES).set(nodes as f64);
+}
+
+/// A frame crossed between nodes (`out`, `in`, `bounced`).
+pub fn cluster_relay(direction: &'static str) {
+    counter!(CLUSTER_RELAYS, "direction" => direction).increment(1);
+}
+
+/// A Redis request took `elapsed`.
+pub fn redis_round_trip(elapsed: Duration) {
+    match HOT.get() {
+        Some(hot) => hot.redis.record(elapsed.as_secs_f64()),
+        None => histogram!(REDIS_SECONDS).record(elapsed.as_secs_f64()),
+    }
+}
+
+/// A Redis request failed, or the channel connection was lost.
+pub fn redis_error() {
+    counter!(REDIS_ERRORS).increment(1);
 }
 
 /// A refusal for `reason`.

@@ -12,7 +12,7 @@ use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use ioap_protocol::payload::Capability;
 use ioap_protocol::{Did, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -93,6 +93,11 @@ impl AgentRecord {
         })
     }
 
+    /// Tells the session to close with SESSION_REPLACED (a newer session holds the DID).
+    pub fn replace(&self) {
+        self.replaced.cancel();
+    }
+
     /// Records activity now.
     pub fn touch(&self, now: Timestamp) {
         self.last_activity
@@ -113,7 +118,7 @@ impl AgentRecord {
 }
 
 /// What `/agents` shows of an agent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentSummary {
     /// The DID.
     pub did: String,
@@ -175,6 +180,14 @@ impl Registry {
         self.agents.get(did).map(|entry| Arc::clone(entry.value()))
     }
 
+    /// Every registered agent's record, in no order.
+    pub fn records(&self) -> Vec<Arc<AgentRecord>> {
+        self.agents
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
+            .collect()
+    }
+
     /// How many agents are registered (listed or not).
     pub fn len(&self) -> usize {
         self.agents.len()
@@ -198,14 +211,7 @@ impl Registry {
             .map(|entry| (entry.key().to_string(), Arc::clone(entry.value())))
             .collect();
         matching.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let total = matching.len();
-        let start = cursor.map_or(0, |after| {
-            matching.partition_point(|(did, _)| did.as_str() <= after)
-        });
-        let page: Vec<_> = matching[start..].iter().take(limit).collect();
-        let next_cursor = (start + page.len() < total)
-            .then(|| page.last().map(|(did, _)| did.clone()))
-            .flatten();
+        let (page, total, next_cursor) = page_of(&matching, |(did, _)| did, cursor, limit);
         let agents: Vec<AgentSummary> = page.iter().map(|(_, record)| record.summary()).collect();
         AgentPage {
             count: agents.len(),
@@ -221,6 +227,24 @@ impl Registry {
             .filter(|record| record.listed)
             .map(|record| record.summary())
     }
+}
+
+/// The page of `sorted` (ascending by `key`) after `cursor`, at most `limit` long; with the
+/// number of items in all and the cursor of the next page (none on the last).
+pub fn page_of<'a, T>(
+    sorted: &'a [T],
+    key: impl Fn(&T) -> &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> (&'a [T], usize, Option<String>) {
+    let total = sorted.len();
+    let start = cursor.map_or(0, |after| sorted.partition_point(|item| key(item) <= after));
+    let end = total.min(start.saturating_add(limit));
+    let page = &sorted[start..end];
+    let next_cursor = (end < total)
+        .then(|| page.last().map(|item| key(item).to_owned()))
+        .flatten();
+    (page, total, next_cursor)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::cluster::{self, Cluster};
 use crate::config::GatewayConfig;
 use crate::http::{AppState, router};
 use crate::limits::PRUNE_INTERVAL;
@@ -39,6 +40,7 @@ pub struct RunningGateway {
     tls: bool,
     server: JoinHandle<()>,
     janitor: JoinHandle<()>,
+    cluster_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -54,8 +56,25 @@ impl Gateway {
         let tcp =
             bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = tcp.local_addr()?;
-        let state = Arc::new(GatewayState::new(config, identity));
         let tls = tls_config.is_some();
+        let cluster = match &config.cluster {
+            Some(cluster_config) => {
+                let scheme = if tls { "wss" } else { "ws" };
+                let url = config
+                    .public_urls
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| format!("{scheme}://{local_addr}/ws"));
+                Some(Arc::new(Cluster::connect(cluster_config, url).await?))
+            }
+            None => None,
+        };
+        let state = Arc::new(GatewayState::new(config, identity, cluster));
+        let cluster_tasks = state
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster::tasks::spawn(&state, cluster))
+            .unwrap_or_default();
         let app = router(AppState {
             gateway: Arc::clone(&state),
             tls,
@@ -66,6 +85,7 @@ impl Gateway {
             address = %local_addr,
             tls,
             did = %state.did,
+            node = state.cluster.as_ref().map(|c| c.node_id()),
             "ioap gateway listening"
         );
         Ok(RunningGateway {
@@ -74,6 +94,7 @@ impl Gateway {
             tls,
             server,
             janitor,
+            cluster_tasks,
         })
     }
 }
@@ -223,6 +244,10 @@ impl RunningGateway {
             Err(_) => warn!("server did not stop within {SHUTDOWN_GRACE:?}"),
         }
         self.janitor.abort();
+        for task in self.cluster_tasks {
+            // They end at shutdown; the heartbeat removes the node's records first.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
+        }
         info!("gateway stopped");
     }
 }

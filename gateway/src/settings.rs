@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 use ioap_protocol::Identity;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Admission, GatewayConfig, TlsFiles};
+use crate::config::{Admission, ClusterConfig, GatewayConfig, TlsFiles};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
@@ -108,6 +108,13 @@ pub struct Settings {
     /// TLS private key (PEM).
     #[arg(long, env = "IOAP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Join a cluster of gateways through this Redis (redis://[:password@]host:port[/db]);
+    /// see docs/cluster.md [default: none, the gateway stands alone].
+    #[arg(long, env = "IOAP_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// This gateway's id in the cluster (1-64 of A-Z a-z 0-9 . _ -) [default: random].
+    #[arg(long, env = "IOAP_NODE_ID", value_name = "ID", requires = "redis_url")]
+    pub node_id: Option<String>,
     /// Log format [default: pretty].
     #[arg(long, env = "IOAP_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -192,6 +199,10 @@ file_settings! {
     tls_cert: PathBuf,
     /// TLS private key.
     tls_key: PathBuf,
+    /// The cluster's Redis.
+    redis_url: String,
+    /// This gateway's id in the cluster.
+    node_id: String,
     /// Log format.
     log_format: LogFormat,
     /// Log filter.
@@ -285,6 +296,24 @@ impl FileSettings {
         for url in &self.public_url {
             check_public_url(url)?;
         }
+        let cluster = match (self.redis_url, self.node_id) {
+            (Some(redis_url), node_id) => {
+                let node_id = node_id.unwrap_or_else(ClusterConfig::random_node_id);
+                anyhow::ensure!(
+                    crate::cluster::store::valid_node_id(&node_id),
+                    "node id {node_id:?}: use 1-64 of A-Z a-z 0-9 . _ -"
+                );
+                redis::parse_redis_url(&redis_url).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "Redis URL {:?} is not a redis:// URL",
+                        crate::cluster::redact(&redis_url)
+                    )
+                })?;
+                Some(ClusterConfig { redis_url, node_id })
+            }
+            (None, Some(_)) => anyhow::bail!("--node-id needs --redis-url"),
+            (None, None) => None,
+        };
         let config = GatewayConfig {
             listen: self.listen.unwrap_or(defaults.listen),
             identity,
@@ -315,6 +344,7 @@ impl FileSettings {
             public_urls: self.public_url,
             admission,
             tls,
+            cluster,
         };
         config.validate()?;
         let filter = self.log_level.unwrap_or_else(|| "info".into());

@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::GatewayConfig;
 use crate::limits::Limits;
 use crate::listener::ConnectionSlots;
@@ -45,11 +46,13 @@ pub struct GatewayState {
     pub started: Instant,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// This gateway's cluster membership, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl GatewayState {
     /// State for a gateway with this configuration and identity.
-    pub fn new(config: GatewayConfig, identity: Identity) -> Self {
+    pub fn new(config: GatewayConfig, identity: Identity, cluster: Option<Arc<Cluster>>) -> Self {
         GatewayState {
             limits: Limits::new(&config),
             slots: ConnectionSlots::new(config.max_connections, config.max_connections_per_ip),
@@ -64,6 +67,7 @@ impl GatewayState {
             next_session: AtomicU64::new(1),
             started: Instant::now(),
             metrics: metrics::install(),
+            cluster,
         }
     }
 

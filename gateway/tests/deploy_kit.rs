@@ -29,6 +29,8 @@ fn the_example_config_has_every_key_and_check_config_round_trips_it() {
         tls_cert: Some("c".into()),
         tls_key: Some("k".into()),
         public_url: vec!["wss://gw.example/ws".into()],
+        redis_url: Some("redis://127.0.0.1:6379".into()),
+        node_id: Some("gw-1".into()),
         ..ioap_gateway::FileSettings::defaults()
     };
     let documented = keys(&text);

@@ -75,6 +75,9 @@ error_codes! {
     NotRelayed => "NOT_RELAYED",
     /// The receiver's outbound queue is full; the message was dropped.
     ReceiverBusy => "RECEIVER_BUSY",
+    /// The receiver may be registered on another gateway of the cluster, but cross-node
+    /// routing is unavailable now (the cluster's shared store cannot be reached); retry later.
+    RouteUnavailable => "ROUTE_UNAVAILABLE",
     /// The peer refused or could not establish a connection.
     ConnectionRefused => "CONNECTION_REFUSED",
     /// An established peer link was lost while the operation was in flight.

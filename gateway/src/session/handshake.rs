@@ -98,6 +98,10 @@ pub(super) async fn register(
     }
 
     let session = Session::enter(state, &registration, peer);
+    if let Some(cluster) = &state.cluster {
+        // Before REGISTERED: once an agent holds it, every node of the cluster routes to it.
+        cluster.announce(session.record()).await;
+    }
     metrics::registered();
     info!(
         did = %registration.did,

@@ -101,10 +101,18 @@ impl Session {
         self.record.did
     }
 
-    /// Leaves the registry (unless a newer session already replaced this one).
+    pub(super) fn record(&self) -> &Arc<AgentRecord> {
+        &self.record
+    }
+
+    /// Leaves the registry (unless a newer session already replaced this one), and the
+    /// cluster's presence.
     pub(super) fn leave(&self) {
         if self.state.registry.remove(&self.record.did_text, self.id) {
             metrics::unregistered();
+        }
+        if let Some(cluster) = &self.state.cluster {
+            cluster.withdraw(&self.record);
         }
     }
 
@@ -305,9 +313,25 @@ impl Session {
         match action {
             Action::Relay { to, ty, id } => {
                 let receiver = receiver.filter(|record| record.did == to);
-                if let Err(code) = relay(receiver, text, arrived) {
+                let relayed = match (receiver, &self.state.cluster) {
+                    (None, Some(cluster)) => {
+                        let to = to.to_string();
+                        cluster
+                            .relay(&to, &self.record.did_text, id, ty, &text)
+                            .await
+                    }
+                    (receiver, _) => relay(receiver, text, arrived),
+                };
+                if let Err(code) = relayed {
                     let message = match code {
                         ErrorCode::ReceiverBusy => format!("{to} is not reading; {ty} dropped"),
+                        ErrorCode::RouteUnavailable => format!(
+                            "{to} is not on this gateway and the cluster cannot be reached \
+                             (Redis); retry later"
+                        ),
+                        _ if self.state.cluster.is_some() => {
+                            format!("no agent {to} is registered in the cluster")
+                        }
                         _ => format!("no agent {to} is registered here"),
                     };
                     conn.send(self.state.error(Some(did), code, message, Some(id)))

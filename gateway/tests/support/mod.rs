@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
