@@ -214,6 +214,23 @@ impl AgentBuilder {
         })
     }
 
+    /// Another gateway of the same cluster to register with when the current one is lost or
+    /// cannot be reached (repeatable; tried in the order given, after the builder's URL).
+    /// The REGISTER audience is always the URL dialed.
+    pub fn alternate_gateway(mut self, url: impl Into<String>) -> Self {
+        self.gateway.alternate_urls.push(url.into());
+        self
+    }
+
+    /// PING the gateway after `quiet` without hearing from it, and give it up (reconnect,
+    /// to the next gateway if any) when nothing arrives within `timeout` of the PING
+    /// (defaults 10 s and 5 s: a hung gateway is left within 15 s).
+    pub fn gateway_keepalive(mut self, quiet: Duration, timeout: Duration) -> Self {
+        self.gateway.keepalive = quiet;
+        self.gateway.keepalive_timeout = timeout;
+        self
+    }
+
     /// Also trusts the CA certificate(s) in this PEM file for `wss://` and `https://` (a
     /// private CA, a test certificate); the webpki roots and the platform's trust store
     /// (`SSL_CERT_FILE`, `SSL_CERT_DIR` honoured) stay trusted.
@@ -237,6 +254,8 @@ impl AgentBuilder {
         let wait = self.gateway.handshake_timeout;
         let retry = self.retry_first_connect;
         let url = self.gateway.url.clone();
+        let gateways = 1 + self.gateway.alternate_urls.len();
+        let mut failures = 0;
         let mut agent = self.start()?;
         let mut events = agent.events.take();
         let mut last = None;
@@ -252,8 +271,12 @@ impl AgentBuilder {
                     registered = agent.registered() => return registered.is_some(),
                     event = event => match event {
                         Some(ConnectionEvent::RegistrationFailed { cause, .. }) => {
-                            let fail_now = !retry;
-                            last = Some(cause);
+                            failures += 1;
+                            // Fail fast once every gateway has failed once; report the first.
+                            let fail_now = !retry && failures >= gateways;
+                            if last.is_none() || retry {
+                                last = Some(cause);
+                            }
                             if fail_now {
                                 return false;
                             }

@@ -7,30 +7,23 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{SinkExt, StreamExt};
-use ioap_protocol::handshake::{Advertisement, ClientHandshake};
-use ioap_protocol::json::MAX_ENVELOPE_BYTES;
-use ioap_protocol::payload::Unregister;
+use ioap_protocol::handshake::Advertisement;
+use ioap_protocol::payload::{Ping, Unregister};
 use ioap_protocol::{
-    Body, Did, Envelope, ErrorCode, Identity, MessageId, ReceivedEnvelope, ReplayGuard,
-    SUBPROTOCOL, Timestamp,
+    Body, Did, Envelope, ErrorCode, Identity, MessageId, ReceivedEnvelope, ReplayGuard, Timestamp,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connect_error::ConnectError;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::dial::{Ws, connect};
+use crate::keepalive::{GatewayKeepalive, Keepalive};
 
 /// Outgoing frames waiting for the connection.
 const OUTBOUND_QUEUE: usize = 256;
@@ -40,15 +33,17 @@ const EVENT_QUEUE: usize = 64;
 const UNREGISTER_GRACE: Duration = Duration::from_secs(2);
 /// Verified envelopes waiting for the agent.
 const INBOUND_QUEUE: usize = 1024;
-/// The WebSocket's read buffer (frames larger than it are still read whole). Small, because
-/// signaling frames are about 2 KB and a load test holds thousands of connections.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// How to reach and register with a gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayClientConfig {
-    /// `ws://…/ws` or `wss://…/ws` (also the REGISTER audience).
+    /// `ws://…/ws` or `wss://…/ws`: the first gateway tried. The REGISTER audience is always
+    /// the URL dialed.
     pub url: String,
+    /// Further gateways of the same cluster. A failed attempt moves on to the next URL at
+    /// once, and so does a lost connection; the backoff delay is waited only when every URL
+    /// has failed in a row.
+    pub alternate_urls: Vec<String>,
     /// The agent's identity.
     pub identity: Identity,
     /// Capabilities and listing advertised at every (re-)registration.
@@ -63,13 +58,22 @@ pub struct GatewayClientConfig {
     pub reconnect_min_delay: Duration,
     /// Longest reconnection delay.
     pub reconnect_max_delay: Duration,
+    /// After this long without a frame from the gateway, PING it (§10).
+    pub keepalive: Duration,
+    /// A gateway that sends nothing within this of the PING is given up (a hung process, a
+    /// dead path): the client reconnects, to the next URL if there is one.
+    pub keepalive_timeout: Duration,
 }
 
 impl GatewayClientConfig {
-    /// Defaults: 10 s handshake, reconnect from 100 ms up to 30 s with jitter.
+    /// Defaults: 10 s handshake, reconnect from 100 ms up to 30 s with jitter, PING after 10 s
+    /// of quiet and give up 5 s later.
     pub fn new(url: impl Into<String>, identity: Identity) -> Self {
         GatewayClientConfig {
             url: url.into(),
+            alternate_urls: Vec::new(),
+            keepalive: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
             identity,
             advertisement: Advertisement::default(),
             expected_gateway: None,
@@ -99,6 +103,8 @@ pub enum ConnectionEvent {
     Registered {
         /// The gateway's DID.
         gateway: Did,
+        /// The URL dialed.
+        url: String,
     },
     /// The connection ended; the client will reconnect.
     Disconnected {
@@ -109,6 +115,8 @@ pub enum ConnectionEvent {
     },
     /// One connection attempt failed before registration (the client will retry).
     RegistrationFailed {
+        /// The URL dialed.
+        url: String,
         /// Why, typed.
         cause: ConnectError,
         /// The code of the gateway's ERROR (e.g. `RATE_LIMITED`, `UNAUTHORIZED`), or
@@ -322,40 +330,58 @@ impl Runner {
             .with_jitter()
             .without_max_times();
         let mut delays = backoff.build();
+        let urls: Vec<String> = std::iter::once(self.config.url.clone())
+            .chain(self.config.alternate_urls.iter().cloned())
+            .collect();
+        let mut at = 0;
+        let mut failed_in_a_row = 0;
         loop {
+            let url = &urls[at % urls.len()];
             let attempt = tokio::select! {
                 () = self.stop.cancelled() => break,
-                attempt = tokio::time::timeout(self.config.handshake_timeout, connect(&self.config)) => attempt,
+                attempt = tokio::time::timeout(self.config.handshake_timeout, connect(&self.config, url)) => attempt,
             };
             match attempt {
                 Ok(Ok((ws, gateway))) => {
                     delays = backoff.build();
-                    info!(did = %self.config.identity.did(), %gateway, "registered with the gateway");
+                    failed_in_a_row = 0;
+                    info!(did = %self.config.identity.did(), %gateway, %url, "registered with the gateway");
                     let _ = self
                         .state
                         .send(ConnectionState::Registered(Box::new(gateway)));
-                    let _ = self
-                        .events
-                        .try_send(ConnectionEvent::Registered { gateway });
+                    let _ = self.events.try_send(ConnectionEvent::Registered {
+                        gateway,
+                        url: url.clone(),
+                    });
                     match self.serve(ws, gateway).await {
                         End::Stopped => break,
                         End::Lost(close_code, reason) => {
-                            warn!(?close_code, %reason, "gateway connection lost");
+                            warn!(?close_code, %reason, %url, "gateway connection lost");
                             let _ = self.state.send(ConnectionState::Connecting);
                             let _ = self
                                 .events
                                 .try_send(ConnectionEvent::Disconnected { close_code, reason });
+                            if urls.len() > 1 {
+                                at += 1;
+                                continue;
+                            }
                         }
                     }
                 }
                 Ok(Err(cause)) => {
-                    debug!(%cause, "cannot register with the gateway");
-                    self.attempt_failed(cause);
+                    debug!(%cause, %url, "cannot register with the gateway");
+                    self.attempt_failed(url, cause);
+                    failed_in_a_row += 1;
                 }
                 Err(_) => {
-                    debug!("gateway handshake timed out");
-                    self.attempt_failed(ConnectError::Timeout(self.config.handshake_timeout));
+                    debug!(%url, "gateway handshake timed out");
+                    self.attempt_failed(url, ConnectError::Timeout(self.config.handshake_timeout));
+                    failed_in_a_row += 1;
                 }
+            }
+            at += 1;
+            if failed_in_a_row % urls.len() != 0 {
+                continue;
             }
             let delay = delays.next().unwrap_or(self.config.reconnect_max_delay);
             let _ = self
@@ -370,8 +396,9 @@ impl Runner {
         let _ = self.events.try_send(ConnectionEvent::Closed);
     }
 
-    fn attempt_failed(&self, cause: ConnectError) {
+    fn attempt_failed(&self, url: &str, cause: ConnectError) {
         let _ = self.events.try_send(ConnectionEvent::RegistrationFailed {
+            url: url.to_owned(),
             code: cause.code(),
             close_code: cause.close_code(),
             reason: cause.to_string(),
@@ -381,7 +408,14 @@ impl Runner {
 
     /// Relays in both directions until the connection ends or the client stops.
     async fn serve(&mut self, mut ws: Ws, gateway: Did) -> End {
+        let mut keepalive = GatewayKeepalive::new(
+            self.config.keepalive,
+            self.config.keepalive_timeout,
+            Instant::now(),
+        );
+        let mut ping_sequence = 0;
         loop {
+            let check = tokio::time::sleep_until(keepalive.deadline().into());
             tokio::select! {
                 () = self.stop.cancelled() => {
                     let bye = Envelope::new(self.config.identity.did(), Some(gateway),
@@ -409,14 +443,37 @@ impl Runner {
                         return End::Lost(None, error.to_string());
                     }
                 }
+                () = check => match keepalive.poll(Instant::now()) {
+                    Keepalive::Wait => {}
+                    Keepalive::Ping => {
+                        ping_sequence += 1;
+                        let ping = Envelope::new(self.config.identity.did(), Some(gateway),
+                            Body::Ping(Ping { sequence: ping_sequence }), now())
+                            .sign(&self.config.identity);
+                        if let Ok(ping) = ping
+                            && let Err(error) = ws.send(Message::text(ping.into_string())).await
+                        {
+                            return End::Lost(None, error.to_string());
+                        }
+                    }
+                    Keepalive::Dead => {
+                        return End::Lost(None, format!(
+                            "the gateway sent nothing for {:?} after a PING (hung or unreachable)",
+                            self.config.keepalive_timeout
+                        ));
+                    }
+                },
                 frame = ws.next() => match frame {
-                    Some(Ok(Message::Text(text))) => self.deliver(text.as_bytes(), gateway).await,
+                    Some(Ok(Message::Text(text))) => {
+                        keepalive.heard(Instant::now());
+                        self.deliver(text.as_bytes(), gateway).await;
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.as_ref().map(|f| u16::from(f.code));
                         let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
                         return End::Lost(code, reason);
                     }
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => keepalive.heard(Instant::now()),
                     Some(Err(error)) => return End::Lost(None, error.to_string()),
                     None => return End::Lost(None, "connection closed".into()),
                 },
@@ -429,10 +486,15 @@ impl Runner {
         let me = self.config.identity.did();
         match self.verify(bytes, me) {
             Ok(envelope) => {
-                if envelope.from == gateway
-                    && let Body::Error(error) = &envelope.body
-                {
-                    debug!(code = %error.code, message = %error.message, "gateway error");
+                if envelope.from == gateway {
+                    match &envelope.body {
+                        // The keepalive's answer; hearing it was the point.
+                        Body::Pong(_) => return,
+                        Body::Error(error) => {
+                            debug!(code = %error.code, message = %error.message, "gateway error");
+                        }
+                        _ => {}
+                    }
                 }
                 let _ = self.inbound.send(envelope).await;
             }
@@ -453,68 +515,5 @@ impl Runner {
             .check(&envelope.from, &envelope.id, envelope.timestamp, now())
             .map_err(|_| "replayed or stale")?;
         Ok(envelope)
-    }
-}
-
-/// Buffers sized for signaling, and no frame larger than an envelope may be (a larger one
-/// ends the connection, as the protocol would refuse it anyway).
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .max_write_buffer_size(2 * MAX_ENVELOPE_BYTES)
-        .max_message_size(Some(MAX_ENVELOPE_BYTES))
-        .max_frame_size(Some(MAX_ENVELOPE_BYTES))
-}
-
-/// One attempt: WebSocket, CHALLENGE, REGISTER, REGISTERED.
-async fn connect(config: &GatewayClientConfig) -> Result<(Ws, Did), ConnectError> {
-    let mut request = config.url.as_str().into_client_request()?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    let connector = config.tls.clone().map(Connector::Rustls);
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(ws_config()),
-        true,
-        connector,
-    )
-    .await?;
-    let not_ioap = |e: ioap_protocol::DecodeError| ConnectError::Protocol {
-        reason: e.to_string(),
-    };
-    let challenge = next_text(&mut ws).await?;
-    let challenge = ReceivedEnvelope::decode(challenge.as_bytes()).map_err(not_ioap)?;
-    let mut handshake = ClientHandshake::new(config.url.clone(), config.expected_gateway);
-    let register =
-        handshake.on_challenge(&challenge, &config.identity, &config.advertisement, now())?;
-    ws.send(Message::text(register.into_string())).await?;
-    let reply = next_text(&mut ws).await?;
-    let reply = ReceivedEnvelope::decode(reply.as_bytes()).map_err(not_ioap)?;
-    let (gateway, _registered) = handshake.on_reply(&reply)?;
-    Ok((ws, gateway))
-}
-
-async fn next_text(ws: &mut Ws) -> Result<String, ConnectError> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
-            Some(Ok(Message::Close(frame))) => {
-                return Err(ConnectError::Closed {
-                    close_code: frame.as_ref().map(|f| u16::from(f.code)),
-                    reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                });
-            }
-            Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(error.into()),
-            None => {
-                return Err(ConnectError::Closed {
-                    close_code: None,
-                    reason: "the connection ended".into(),
-                });
-            }
-        }
     }
 }

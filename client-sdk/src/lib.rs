@@ -36,11 +36,13 @@ mod connect_error;
 mod core;
 #[cfg(feature = "demo")]
 pub mod demo;
+mod dial;
 mod directory;
 mod driver;
 mod error;
 mod gateway;
 mod handlers;
+mod keepalive;
 mod link;
 mod machine;
 mod negotiation;

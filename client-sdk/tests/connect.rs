@@ -246,3 +246,35 @@ async fn behind_a_proxy_wrong_audience_is_reported_with_its_remedy() {
         .expect("registers through the proxy");
     agent.close().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_first_gateway_is_passed_over_for_the_next_at_once() {
+    let gateway = gateway_with(GatewayConfig::ephemeral()).await;
+    let down = format!("ws://127.0.0.1:{}/ws", closed_port());
+    let started = Instant::now();
+    let agent = Agent::builder(&down)
+        .alternate_gateway(gateway.ws_url())
+        .loopback_only(true)
+        .connect()
+        .await
+        .expect("registers with the second gateway");
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+    assert_eq!(gateway.registered_agents(), 1);
+    agent.close().await;
+
+    // Every gateway down: the first one's cause is reported, still at once.
+    let other = format!("ws://127.0.0.1:{}/ws", closed_port());
+    let started = Instant::now();
+    let outcome = Agent::builder(&down)
+        .alternate_gateway(&other)
+        .connect()
+        .await;
+    match outcome {
+        Err(AgentError::Connect { url, cause }) => {
+            assert_eq!(url, down);
+            assert!(matches!(cause, ConnectError::Unreachable { .. }), "{cause}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+}

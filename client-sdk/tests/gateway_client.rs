@@ -86,7 +86,7 @@ async fn clients_register_exchange_signaling_and_survive_a_gateway_restart() {
             .expect("in time")
             .expect("event");
         match event {
-            ConnectionEvent::Registered { gateway } => {
+            ConnectionEvent::Registered { gateway, .. } => {
                 assert_eq!(gateway, restarted.did());
                 break;
             }

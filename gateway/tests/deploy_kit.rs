@@ -93,7 +93,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     );
     let unit = unit.replace(
         "ExecStart=/usr/local/bin/ioap-gateway ",
-        &format!("ExecStart={BINARY} "),
+        &format!("ExecStart={} ", *BINARY),
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ioap-gateway.service");

@@ -11,7 +11,7 @@ use support::*;
 
 #[test]
 fn help_documents_every_setting_with_its_environment_variable() {
-    let output = Command::new(BINARY).arg("--help").output().expect("run");
+    let output = Command::new(&*BINARY).arg("--help").output().expect("run");
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).expect("utf8");
     for flag in [
@@ -48,14 +48,14 @@ fn help_documents_every_setting_with_its_environment_variable() {
 
 #[test]
 fn bad_settings_exit_with_a_clear_error() {
-    let output = Command::new(BINARY)
+    let output = Command::new(&*BINARY)
         .args(["--max-frame-bytes", "5"])
         .output()
         .expect("run");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).expect("utf8");
     assert!(stderr.contains("max frame bytes"), "{stderr}");
-    let output = Command::new(BINARY)
+    let output = Command::new(&*BINARY)
         .args(["--config", "/nonexistent/ioap.toml"])
         .output()
         .expect("run");
@@ -120,7 +120,7 @@ fn a_bad_log_filter_or_public_url_exits_2_naming_it() {
         stderr.contains("\"foo\"") && stderr.contains("ws://"),
         "{stderr}"
     );
-    let (code, _, stderr) = Command::new(BINARY)
+    let (code, _, stderr) = Command::new(&*BINARY)
         .args(["--log-level", "nonsense=["])
         .output()
         .map(|o| {

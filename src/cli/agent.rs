@@ -17,14 +17,16 @@ use serde_json::{Value, json};
 /// Where the gateway is and who this agent is (every agent command takes these).
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The gateway's WebSocket URL.
+    /// The gateway's WebSocket URL. Repeat it (or separate URLs with commas) for the gateways
+    /// of a cluster: the first is dialed first, the others when one is lost or unreachable.
     #[arg(
         long,
         value_name = "URL",
         env = "IOAP_GATEWAY",
-        default_value = "ws://127.0.0.1:8000/ws"
+        default_value = "ws://127.0.0.1:8000/ws",
+        value_delimiter = ','
     )]
-    pub gateway: String,
+    pub gateway: Vec<String>,
     /// The agent's key file (PKCS#8 PEM), created if missing; default: a new identity each run.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
@@ -38,8 +40,18 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
+    /// The first gateway URL (the directory is read there).
+    pub fn primary_gateway(&self) -> &str {
+        self.gateway
+            .first()
+            .map_or("ws://127.0.0.1:8000/ws", String::as_str)
+    }
+
     fn builder(&self) -> AgentBuilder {
-        let mut builder = Agent::builder(&self.gateway);
+        let mut builder = Agent::builder(self.primary_gateway());
+        for url in self.gateway.iter().skip(1) {
+            builder = builder.alternate_gateway(url);
+        }
         if let Some(key) = &self.key {
             builder = builder.key_file(key);
         }
@@ -183,7 +195,7 @@ fn report_error(code: &str, message: &str) -> anyhow::Result<()> {
 pub fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let tls = Some(ioap_client::tls_client_config(&args.agent.ca_certs)?);
-        let directory = Directory::new(&args.agent.gateway, tls)?;
+        let directory = Directory::new(args.agent.primary_gateway(), tls)?;
         let agents = match &args.capability {
             Some(capability) => directory.with_capability(capability).await?,
             None => directory.agents().await?,
@@ -209,7 +221,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .collect();
         print_json(&json!({
             "did": agent.did(),
-            "gateway": args.agent.gateway,
+            "gateway": args.agent.primary_gateway(),
             "capabilities": capabilities,
         }))?;
         eprintln!("serving as {}; Ctrl-C to stop", agent.did());

@@ -6,7 +6,25 @@ use std::sync::mpsc;
 
 use super::WAIT;
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_ioap-gateway");
+/// The `ioap-gateway` binary: cargo names it for the gateway's own tests; tests of other
+/// packages of the workspace find it beside their own binaries (build the workspace first).
+pub static BINARY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_ioap-gateway") {
+        return path.to_owned();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target directory");
+    let binary = dir.join("ioap-gateway");
+    assert!(
+        binary.exists(),
+        "{} is missing: build the workspace (cargo build -p ioap-gateway)",
+        binary.display()
+    );
+    binary.display().to_string()
+});
 
 /// A gateway process and the address it reported.
 pub struct Process {
@@ -25,7 +43,7 @@ impl Drop for Process {
 
 /// Starts the binary with `args` and `env` and waits for its "listening" log line.
 pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
-    let mut child = Command::new(BINARY)
+    let mut child = Command::new(&*BINARY)
         .args(["--log-format", "json"])
         .args(args)
         .envs(env.iter().copied())
@@ -74,7 +92,7 @@ impl Process {
 
 /// Runs `ioap-gateway --check-config args…`: exit code, stdout, stderr.
 pub fn check_config(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(BINARY)
+    let output = Command::new(&*BINARY)
         .arg("--check-config")
         .args(args)
         .env_remove("RUST_LOG")

@@ -17,7 +17,7 @@ impl RedisServer {
     /// Starts one on a free port; `None` (the test says it did not run) where `redis-server`
     /// is not installed and IOAP_REQUIRE_TOOLS is not set.
     pub fn start() -> Option<RedisServer> {
-        if !super::tool_available("redis-server") {
+        if !super::tools::tool_available("redis-server") {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
