@@ -354,7 +354,10 @@ async fn route_signaling(
 ///
 /// Once registered, the agent reconnects on its own with exponential backoff and jitter
 /// (100 ms up to 30 s) and registers again with the same capabilities; open links do not need
-/// the gateway and keep working while it is down. Every failed attempt is a
+/// the gateway and keep working while it is down. With the gateways of a cluster
+/// ([`AgentBuilder::alternate_gateway`]) a lost or unreachable gateway is left for the next at
+/// once. A gateway that hangs is noticed too: the agent PINGs it after 10 s of quiet and
+/// leaves it when nothing arrives within 5 s ([`AgentBuilder::gateway_keepalive`]). Every failed attempt is a
 /// [`ConnectionEvent`](crate::ConnectionEvent) ([`Agent::take_events`]) naming the gateway's
 /// code or close code.
 ///

@@ -197,7 +197,8 @@ impl Cluster {
     /// session for it on another node (the newest authenticated session wins).
     pub async fn announce(&self, record: &AgentRecord) {
         if let Err(code) = self.claim(record, true).await {
-            warn!(did = %record.did, %code, "cluster: presence not published; retried when Redis is back");
+            // Said once when Redis went down (`run`); per agent only at debug.
+            tracing::debug!(did = %record.did, %code, "cluster: presence not published; retried when Redis is back");
             self.resync.store(true, Ordering::Relaxed);
         }
     }

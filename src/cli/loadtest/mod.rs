@@ -40,9 +40,16 @@ const MAX_DURATION_S: u64 = 3600;
 /// `ioap loadtest`.
 #[derive(Debug, Args)]
 pub struct LoadtestArgs {
-    /// The gateway's WebSocket URL (default: a gateway embedded in this process).
-    #[arg(long, value_name = "URL", conflicts_with = "embedded")]
-    pub gateway: Option<String>,
+    /// The gateway's WebSocket URL (default: a gateway embedded in this process). Repeat it
+    /// (or separate with commas) to spread agents over a cluster's gateways, round robin: the
+    /// two agents of every link and relay pair are then on different gateways.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "embedded",
+        value_delimiter = ','
+    )]
+    pub gateway: Vec<String>,
     /// Start a gateway in this process on an ephemeral loopback port (the default).
     #[arg(long)]
     pub embedded: bool,
@@ -100,6 +107,8 @@ pub struct LoadtestArgs {
 #[derive(Debug, Clone)]
 pub struct Plan {
     url: String,
+    /// Every gateway; agent `i` registers with `urls[i % len]`.
+    urls: Vec<String>,
     agents: usize,
     links: usize,
     calls: usize,
@@ -115,7 +124,7 @@ pub struct Plan {
 }
 
 impl LoadtestArgs {
-    fn plan(&self, url: String) -> anyhow::Result<Plan> {
+    fn plan(&self, urls: Vec<String>) -> anyhow::Result<Plan> {
         anyhow::ensure!(self.agents > 0, "--agents must be at least 1");
         anyhow::ensure!(
             self.links.saturating_mul(2) <= self.agents,
@@ -148,7 +157,8 @@ impl LoadtestArgs {
         );
         anyhow::ensure!(self.timeout > 0, "--timeout must be at least 1 ms");
         Ok(Plan {
-            url,
+            url: urls.first().cloned().unwrap_or_default(),
+            urls,
             agents: self.agents,
             links: self.links,
             calls: self.calls,
@@ -167,17 +177,22 @@ impl LoadtestArgs {
 
 /// Runs the load test; exit status 1 when any phase had a failure, 2 for an impossible plan.
 pub fn loadtest(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
-    let embedded = args.gateway.is_none();
-    if let Err(error) = args.plan(String::new()) {
+    let embedded = args.gateway.is_empty();
+    if let Err(error) = args.plan(Vec::new()) {
         eprintln!("error: {error:#}");
         return Ok(ExitCode::from(2));
     }
     limits::ensure(args.agents, args.links, embedded)?;
-    let target = match &args.gateway {
+    let target = match args.gateway.first() {
         Some(url) => Target::remote(url.clone(), args.gateway_pid)?,
         None => Target::embedded(args.agents)?,
     };
-    let plan = args.plan(target.url())?;
+    let urls = if embedded {
+        vec![target.url()]
+    } else {
+        args.gateway.clone()
+    };
+    let plan = args.plan(urls)?;
     let display = if args.quiet {
         Display::Quiet
     } else {
@@ -350,9 +365,14 @@ async fn run(
 }
 
 impl Plan {
+    /// The gateway agent `index` registers with.
+    fn url_for(&self, index: usize) -> &str {
+        &self.urls[index % self.urls.len().max(1)]
+    }
+
     fn describe(&self, embedded: bool) -> report::RunConfig {
         report::RunConfig {
-            gateway_url: self.url.clone(),
+            gateway_url: self.urls.join(","),
             embedded,
             agents: self.agents,
             links: self.links,

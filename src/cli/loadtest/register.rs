@@ -70,7 +70,7 @@ pub async fn run(plan: &Plan, stop: &CancellationToken, display: Display) -> (Fl
         .map(|index| async move {
             tokio::time::sleep_until(ramp_start(started, index, plan.ramp_per_s).into()).await;
             let begun = Instant::now();
-            let outcome = register(plan, index < full_agents).await;
+            let outcome = register(plan, plan.url_for(index), index < full_agents).await;
             (index, outcome, begun.elapsed())
         })
         .buffer_unordered(MAX_PENDING);
@@ -109,15 +109,15 @@ fn ramp_start(started: Instant, index: usize, per_s: u32) -> Instant {
     started + Duration::from_secs_f64(index as f64 / f64::from(per_s))
 }
 
-/// Registers one agent and waits for the gateway's answer.
-async fn register(plan: &Plan, full: bool) -> Result<Registered, String> {
+/// Registers one agent with the gateway at `url` and waits for its answer.
+async fn register(plan: &Plan, url: &str, full: bool) -> Result<Registered, String> {
     let identity = Identity::generate().map_err(|_| IDENTITY.to_owned())?;
     let handshake = plan.timeout;
     let configure = |config: &mut GatewayClientConfig| {
         config.handshake_timeout = handshake;
     };
     if full {
-        let mut agent = Agent::builder(&plan.url)
+        let mut agent = Agent::builder(url)
             .identity(identity)
             .loopback_only(true)
             .capabilities(exec::capabilities())
@@ -141,7 +141,7 @@ async fn register(plan: &Plan, full: bool) -> Result<Registered, String> {
             }
         }
     } else {
-        let mut config = GatewayClientConfig::new(&plan.url, identity);
+        let mut config = GatewayClientConfig::new(url, identity);
         configure(&mut config);
         let (
             client,
