@@ -183,6 +183,9 @@ impl AgentBuilder {
         if self.gateway.tls.is_none() || !self.ca_files.is_empty() {
             self.gateway.tls = Some(crate::trust::client_config(&self.ca_files)?);
         }
+        if self.rtc.loopback_candidates.is_none() {
+            self.rtc.loopback_candidates = Some(crate::rtc::gateway_is_local(&self.gateway.url));
+        }
         let directory = Directory::new(&self.gateway.url, self.gateway.tls.clone())?;
         self.gateway.identity = identity.clone();
         self.gateway.advertisement = Advertisement {

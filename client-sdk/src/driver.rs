@@ -320,6 +320,9 @@ impl Driver {
             RtcEvent::ChannelClosed => {
                 return Err(LinkEnd::Failed(lost("the data channel closed")));
             }
+            RtcEvent::State(RtcState::Failed) if !attempt.machine.is_open() => {
+                return Err(LinkEnd::Failed(CallError::Setup(SetupError::NoPath)));
+            }
             RtcEvent::State(RtcState::Failed | RtcState::Closed) => {
                 return Err(LinkEnd::Failed(lost("the peer connection failed")));
             }
@@ -369,6 +372,10 @@ impl Driver {
             Command::Done { id, outcome } => {
                 self.serving.remove(&id);
                 machine.serve_done(now(), id, outcome);
+            }
+            Command::Path(reply) => {
+                let path = attempt.rtc.path().await.ok().flatten();
+                let _ = reply.send(path);
             }
             #[cfg(feature = "test-hooks")]
             Command::Raw(text) => {

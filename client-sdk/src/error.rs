@@ -72,6 +72,10 @@ pub enum SetupError {
         /// Its explanation.
         message: String,
     },
+    /// ICE found no working path to the peer (CONNECTION_REFUSED): typically both agents are
+    /// behind NATs that do not allow hole punching, or UDP is blocked, and no TURN server is
+    /// configured.
+    NoPath,
     /// The local WebRTC engine failed.
     Rtc(String),
     /// The link did not open within the setup deadline (or the call's, if sooner).
@@ -87,6 +91,11 @@ impl fmt::Display for SetupError {
             SetupError::ReceiverBusy => f.write_str("the peer's gateway queue is full"),
             SetupError::Gateway(why) => write!(f, "gateway: {why}"),
             SetupError::Refused { code, message } => write!(f, "gateway refused {code}: {message}"),
+            SetupError::NoPath => f.write_str(
+                "ICE found no working network path (NATs that do not allow hole punching, \
+                 or UDP blocked?); configure a TURN server \
+                 (--ice-server turn:USER:PASS@HOST:PORT, AgentBuilder::ice_server)",
+            ),
             SetupError::Rtc(why) => write!(f, "webrtc: {why}"),
             SetupError::Timeout => f.write_str("the link did not open in time"),
             SetupError::SelfLink => f.write_str("an agent cannot link to itself"),
@@ -104,7 +113,9 @@ impl CallError {
                 SetupError::ReceiverBusy => ErrorCode::ReceiverBusy,
                 SetupError::Refused { code, .. } => *code,
                 SetupError::Timeout => ErrorCode::Timeout,
-                SetupError::Gateway(_) | SetupError::Rtc(_) => ErrorCode::ConnectionRefused,
+                SetupError::Gateway(_) | SetupError::Rtc(_) | SetupError::NoPath => {
+                    ErrorCode::ConnectionRefused
+                }
             },
             CallError::LinkLost { .. } => ErrorCode::LinkLost,
             CallError::Timeout | CallError::Cancelled => ErrorCode::Timeout,

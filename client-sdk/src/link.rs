@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::machine::{CallEvent, CallSpec, ServeOutcome};
+use crate::rtc::LinkPath;
 
 /// Bounds of one link.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +82,8 @@ pub(crate) enum Command {
         id: MessageId,
         outcome: ServeOutcome,
     },
+    /// Report the candidate pair the link uses.
+    Path(oneshot::Sender<Option<LinkPath>>),
     /// Send text as is (tests of the peer's refusals).
     #[cfg(feature = "test-hooks")]
     Raw(String),

@@ -17,6 +17,7 @@ use crate::core::AgentCore;
 use crate::error::{CallError, SetupError};
 use crate::link::{Command, LinkHandle};
 use crate::machine::{CallEvent, CallSpec};
+use crate::rtc::LinkPath;
 use crate::serve::inherited_deadline;
 use crate::table::LinkStatus;
 
@@ -107,6 +108,21 @@ impl Peer {
     /// The peer's DID.
     pub fn did(&self) -> Did {
         self.did
+    }
+
+    /// How the link to this peer travels (direct, punched through NAT, relayed by TURN), with
+    /// the candidate addresses; opens the link first if needed, within the setup timeout.
+    /// `None` when the engine cannot say.
+    pub async fn path(&self) -> Result<Option<LinkPath>, CallError> {
+        let deadline = Instant::now() + self.core.settings.setup_timeout;
+        let handle = self.link(deadline).await?;
+        let (reply, path) = tokio::sync::oneshot::channel();
+        if !handle.send(Command::Path(reply)) {
+            return Err(CallError::LinkLost {
+                reason: "the link ended".into(),
+            });
+        }
+        Ok(path.await.ok().flatten())
     }
 
     /// Opens the link (or returns at once if it is open), within the setup timeout.

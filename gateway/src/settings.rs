@@ -108,7 +108,7 @@ pub struct Settings {
     /// TLS private key (PEM).
     #[arg(long, env = "IOAP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Join a cluster of gateways through this Redis (redis://[:password@]host:port[/db]);
+    /// Join a cluster of gateways through this Redis (`redis://[:password@]host:port[/db]`);
     /// see docs/cluster.md [default: none, the gateway stands alone].
     #[arg(long, env = "IOAP_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,

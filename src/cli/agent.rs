@@ -30,9 +30,10 @@ pub struct AgentArgs {
     /// The agent's key file (PKCS#8 PEM), created if missing; default: a new identity each run.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// A STUN/TURN server URL for WebRTC (repeatable; default: host candidates only).
-    #[arg(long = "ice-server", value_name = "URL")]
-    pub ice_servers: Vec<String>,
+    /// A STUN or TURN server for WebRTC (repeatable; default: host candidates only):
+    /// stun:HOST:PORT, or turn:USER:PASSWORD@HOST:PORT[?transport=udp|tcp] (also turns:).
+    #[arg(long = "ice-server", value_name = "URL", value_parser = parse_ice_server)]
+    pub ice_servers: Vec<IceServer>,
     /// Also trust the CA certificate(s) in this PEM file for wss:// and https:// (repeatable;
     /// the webpki roots stay trusted).
     #[arg(long = "ca-cert", value_name = "FILE", env = "IOAP_CA_CERT")]
@@ -58,12 +59,8 @@ impl AgentArgs {
         for path in &self.ca_certs {
             builder = builder.ca_cert(path);
         }
-        for url in &self.ice_servers {
-            builder = builder.ice_server(IceServer {
-                urls: vec![url.clone()],
-                username: String::new(),
-                credential: String::new(),
-            });
+        for server in &self.ice_servers {
+            builder = builder.ice_server(server.clone());
         }
         builder
     }
@@ -121,8 +118,45 @@ pub struct CallArgs {
     /// How long to wait for the final result, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub timeout: u64,
+    /// Say on stderr how the link travels (direct, through NAT, relayed by TURN) and the
+    /// call's time.
+    #[arg(long, short)]
+    pub verbose: bool,
     #[command(flatten)]
     agent: AgentArgs,
+}
+
+/// `--ice-server`: `stun:HOST:PORT`, or `turn:USER:PASSWORD@HOST:PORT[?…]` with the TURN
+/// credentials in front of the host (`turns:` alike).
+pub fn parse_ice_server(text: &str) -> Result<IceServer, String> {
+    let (scheme, rest) = text
+        .split_once(':')
+        .filter(|(scheme, _)| matches!(*scheme, "stun" | "stuns" | "turn" | "turns"))
+        .ok_or_else(|| {
+            format!("{text:?}: expected stun:HOST:PORT or turn:USER:PASSWORD@HOST:PORT")
+        })?;
+    let (username, credential, address) = match rest.rsplit_once('@') {
+        Some((user_info, address)) => {
+            let (user, password) = user_info
+                .split_once(':')
+                .ok_or_else(|| "TURN credentials are USER:PASSWORD@".to_owned())?;
+            (user.to_owned(), password.to_owned(), address)
+        }
+        None => (String::new(), String::new(), rest),
+    };
+    if address.is_empty() {
+        return Err(format!("{scheme}: server address missing"));
+    }
+    if scheme.starts_with("turn") && username.is_empty() {
+        return Err(format!(
+            "{scheme}:{address}: a TURN server needs credentials: {scheme}:USER:PASSWORD@{address}"
+        ));
+    }
+    Ok(IceServer {
+        urls: vec![format!("{scheme}:{address}")],
+        username,
+        credential,
+    })
 }
 
 /// `ioap intent`.
@@ -239,12 +273,30 @@ pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         let agent = args.agent.connect(args.agent.builder()).await?;
         let peer = agent.peer(did);
         let timeout = Duration::from_millis(args.timeout);
+        let started = std::time::Instant::now();
+        if args.verbose {
+            match peer.path().await {
+                Ok(Some(path)) => eprintln!(
+                    "link: {path} (open after {:.1} ms)",
+                    started.elapsed().as_secs_f64() * 1e3
+                ),
+                Ok(None) => eprintln!("link: open (the engine does not say how)"),
+                Err(error) => {
+                    agent.close().await;
+                    return call_failed(&error);
+                }
+            }
+        }
+        let called = std::time::Instant::now();
         let outcome = if args.stream {
             stream(&peer, &args.capability, call_args, timeout).await?
         } else {
             peer.exec_with_timeout(&args.capability, call_args, timeout)
                 .await
         };
+        if args.verbose {
+            eprintln!("call: {:.1} ms", called.elapsed().as_secs_f64() * 1e3);
+        }
         agent.close().await;
         match outcome {
             Ok(value) => {
@@ -300,4 +352,33 @@ pub fn intent(args: IntentArgs) -> anyhow::Result<ExitCode> {
             Err(error) => call_failed(&error),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ice_server;
+
+    #[test]
+    fn ice_servers_take_turn_credentials_in_front_of_the_host() {
+        let turn =
+            parse_ice_server("turn:alice:s3:cret@10.0.0.1:3478?transport=tcp").expect("turn");
+        assert_eq!(turn.urls, ["turn:10.0.0.1:3478?transport=tcp"]);
+        assert_eq!(
+            (turn.username.as_str(), turn.credential.as_str()),
+            ("alice", "s3:cret")
+        );
+        let stun = parse_ice_server("stun:10.0.0.1:3478").expect("stun");
+        assert_eq!(
+            (stun.urls[0].as_str(), stun.username.as_str()),
+            ("stun:10.0.0.1:3478", "")
+        );
+        for bad in [
+            "turn:10.0.0.1:3478",
+            "http://x",
+            "stun:",
+            "turn:nopass@host:1",
+        ] {
+            assert!(parse_ice_server(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -47,6 +47,115 @@ pub trait RtcPeer: Send + Sync {
     fn send(&self, text: String) -> RtcFuture<'_, ()>;
     /// Closes the connection (and its channel).
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// The candidate pair in use, once connected (`None`: not yet, or the engine cannot say).
+    fn path(&self) -> RtcFuture<'_, Option<LinkPath>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What kind of address an ICE candidate is (RFC 8445 §5.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CandidateKind {
+    /// An address of the agent's own interface.
+    Host,
+    /// The agent's address as a STUN server saw it (outside its NAT).
+    Srflx,
+    /// An address learned from the peer's connectivity checks.
+    Prflx,
+    /// An address on a TURN server that relays for the agent.
+    Relay,
+}
+
+/// How a link travels: the pair of candidates ICE selected.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LinkPath {
+    /// This side's candidate kind and address.
+    pub local: CandidateKind,
+    /// `ip:port` of this side's candidate.
+    pub local_address: String,
+    /// The peer's candidate kind.
+    pub remote: CandidateKind,
+    /// `ip:port` of the peer's candidate.
+    pub remote_address: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_gateways_are_recognised() {
+        for url in [
+            "ws://127.0.0.1:8000/ws",
+            "wss://localhost/ws",
+            "ws://[::1]:80/ws",
+            "ws://127.9.9.9/ws",
+        ] {
+            assert!(gateway_is_local(url), "{url}");
+        }
+        for url in [
+            "ws://10.0.0.1:8000/ws",
+            "wss://gw.example/ws",
+            "ws://[2001:db8::1]/ws",
+            "nonsense",
+        ] {
+            assert!(!gateway_is_local(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn link_local_and_unspecified_addresses_are_not_offered() {
+        for ip in ["169.254.1.1", "0.0.0.0", "fe80::1", "224.0.0.1"] {
+            assert!(!routable_candidate(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["192.168.1.2", "10.0.0.1", "127.0.0.1", "2001:db8::1"] {
+            assert!(routable_candidate(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+}
+
+/// The path in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PathKind {
+    /// Host (or peer-reflexive) candidates: the same host or LAN, or a peer whose NAT this
+    /// side cannot see.
+    Direct,
+    /// Direct through NAT, on a server-reflexive candidate: hole punched.
+    Punched,
+    /// Through a TURN server.
+    Turn,
+}
+
+impl LinkPath {
+    /// Direct, punched through NAT, or relayed by TURN.
+    pub fn kind(&self) -> PathKind {
+        match (self.local, self.remote) {
+            (CandidateKind::Relay, _) | (_, CandidateKind::Relay) => PathKind::Turn,
+            (CandidateKind::Srflx, _) | (_, CandidateKind::Srflx) => PathKind::Punched,
+            // Host or peer-reflexive: the addresses the sockets see. A LAN peer's host address
+            // is often learned from its first check (peer-reflexive) before it is trickled.
+            _ => PathKind::Direct,
+        }
+    }
+}
+
+impl std::fmt::Display for LinkPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind() {
+            PathKind::Direct => "direct",
+            PathKind::Punched => "direct through NAT",
+            PathKind::Turn => "relayed by TURN",
+        };
+        write!(
+            f,
+            "{kind}: {:?} {} <-> {:?} {}",
+            self.local, self.local_address, self.remote, self.remote_address
+        )
+    }
 }
 
 /// A STUN or TURN server for real deployments.
@@ -68,6 +177,10 @@ pub struct RtcSettings {
     pub ice_servers: Vec<IceServer>,
     /// Gather only loopback addresses (tests and single-host deployments).
     pub loopback_only: bool,
+    /// Also offer loopback candidates: `None` (the default) offers them only when the gateway
+    /// is on this host (its URL names a loopback address or `localhost`), where the peers may
+    /// be too; agents of a remote gateway never signal 127.0.0.1 to their peers.
+    pub loopback_candidates: Option<bool>,
     /// ICE consent lost for this long: the connection counts as disconnected.
     pub ice_disconnected_timeout: Duration,
     /// … and for this long after that: failed.
@@ -81,11 +194,43 @@ impl Default for RtcSettings {
         RtcSettings {
             ice_servers: Vec::new(),
             loopback_only: false,
+            loopback_candidates: None,
             ice_disconnected_timeout: Duration::from_secs(3),
             ice_failed_timeout: Duration::from_secs(5),
             ice_keepalive: Duration::from_secs(1),
         }
     }
+}
+
+/// Whether `ip` is worth offering to a peer: not unspecified, multicast or link-local
+/// (169.254/16, fe80::/10: valid on one link only, and TURN servers refuse them).
+pub fn routable_candidate(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_unspecified() || v4.is_multicast() || v4.is_link_local() || v4.is_broadcast())
+        }
+        std::net::IpAddr::V6(v6) => {
+            !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local())
+        }
+    }
+}
+
+/// Whether a gateway URL names this host (a loopback address or `localhost`).
+pub fn gateway_is_local(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A trickled ICE candidate, as ICE_CANDIDATE carries it.

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc};
 
@@ -19,11 +20,16 @@ use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+
+/// How long a working relayed pair waits for a direct one before it is accepted: a direct
+/// pair that works usually succeeds within a few round trips.
+const RELAY_ACCEPTANCE_WAIT: Duration = Duration::from_millis(200);
 
 /// Creates webrtc-rs peer connections with one configuration.
 #[derive(Clone)]
@@ -43,15 +49,27 @@ impl WebrtcEngine {
     pub fn new(settings: &RtcSettings) -> Self {
         let mut engine = SettingEngine::default();
         engine.set_network_types(vec![NetworkType::Udp4]);
-        engine.set_include_loopback_candidate(true);
+        engine.set_include_loopback_candidate(
+            settings.loopback_only || settings.loopback_candidates.unwrap_or(false),
+        );
         engine.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
         engine.set_ice_timeouts(
             Some(settings.ice_disconnected_timeout),
             Some(settings.ice_failed_timeout),
             Some(settings.ice_keepalive),
         );
+        // webrtc-ice waits before it accepts a working pair in case a better one appears:
+        // 500 ms for server-reflexive, 1 s for peer-reflexive and 2 s for relayed pairs. A
+        // link's first working pair is good enough (a LAN pair learned as peer-reflexive
+        // otherwise opened about 1 s late); ICE still prefers a better pair found meanwhile.
+        engine.set_host_acceptance_min_wait(Some(Duration::ZERO));
+        engine.set_srflx_acceptance_min_wait(Some(Duration::ZERO));
+        engine.set_prflx_acceptance_min_wait(Some(Duration::ZERO));
+        engine.set_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE_WAIT));
         if settings.loopback_only {
             engine.set_ip_filter(Box::new(|ip: IpAddr| ip.is_loopback()));
+        } else {
+            engine.set_ip_filter(Box::new(super::routable_candidate));
         }
         let api = APIBuilder::new().with_setting_engine(engine).build();
         let config = RTCConfiguration {
@@ -306,5 +324,36 @@ impl RtcPeer for WebrtcPeer {
 
     fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.close_impl())
+    }
+
+    fn path(&self) -> super::RtcFuture<'_, Option<super::LinkPath>> {
+        Box::pin(async move {
+            let pair = self
+                .pc
+                .sctp()
+                .transport()
+                .ice_transport()
+                .get_selected_candidate_pair()
+                .await;
+            Ok(pair.and_then(|pair| {
+                Some(super::LinkPath {
+                    local: kind(pair.local.typ)?,
+                    local_address: format!("{}:{}", pair.local.address, pair.local.port),
+                    remote: kind(pair.remote.typ)?,
+                    remote_address: format!("{}:{}", pair.remote.address, pair.remote.port),
+                })
+            }))
+        })
+    }
+}
+
+fn kind(typ: RTCIceCandidateType) -> Option<super::CandidateKind> {
+    use super::CandidateKind;
+    match typ {
+        RTCIceCandidateType::Host => Some(CandidateKind::Host),
+        RTCIceCandidateType::Srflx => Some(CandidateKind::Srflx),
+        RTCIceCandidateType::Prflx => Some(CandidateKind::Prflx),
+        RTCIceCandidateType::Relay => Some(CandidateKind::Relay),
+        RTCIceCandidateType::Unspecified => None,
     }
 }

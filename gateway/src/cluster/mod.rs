@@ -345,7 +345,7 @@ impl Cluster {
             .await;
     }
 
-    /// The cluster's listed agents, sorted by DID, at most [`directory::FRESH`] old.
+    /// The cluster's listed agents, sorted by DID, at most 1 s old (`directory::FRESH`).
     pub async fn listing(&self) -> Result<Arc<Vec<crate::registry::AgentSummary>>, ErrorCode> {
         self.directory.get(self).await
     }
