@@ -19,6 +19,9 @@ pub enum Nat {
     Home,
     /// A bare Linux router: MASQUERADE and nothing else.
     Bare,
+    /// A symmetric NAT: a new public port for every destination (MASQUERADE --random-fully),
+    /// unsolicited inbound dropped. Hole punching cannot work through it; TURN can.
+    Symmetric,
 }
 
 /// A host: its namespace and address.
@@ -33,6 +36,8 @@ pub struct Host {
 
 /// A test network.
 pub struct Net {
+    /// Where the processes' logs go (deleted with the network).
+    logs: tempfile::TempDir,
     prefix: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
@@ -86,6 +91,7 @@ impl Net {
             return None;
         }
         let mut net = Net {
+            logs: tempfile::tempdir().expect("a directory for the logs"),
             prefix: format!("{tag}{}", std::process::id() % 10_000),
             namespaces: Vec::new(),
             children: Vec::new(),
@@ -229,14 +235,26 @@ impl Net {
         }
     }
 
-    /// Starts `program args…` in namespace `ns`; stdout and stderr are piped.
+    /// Starts `program args…` in namespace `ns`; stdout is piped, stderr goes to a log file
+    /// that lives as long as the network.
     pub fn spawn(&mut self, ns: &str, program: &str, args: &[&str]) -> &mut Child {
+        self.spawn_with(ns, program, args, false)
+    }
+
+    /// As [`spawn`](Self::spawn), with stderr piped when `stderr` is to be read.
+    fn spawn_with(&mut self, ns: &str, program: &str, args: &[&str], stderr: bool) -> &mut Child {
+        let stderr = if stderr {
+            Stdio::piped()
+        } else {
+            std::fs::File::create(self.logs.path().join(format!("{ns}.log")))
+                .map_or_else(|_| Stdio::null(), Stdio::from)
+        };
         let child = Command::new("ip")
             .args(["netns", "exec", ns, program])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("{program}: {e}"));
         self.children.push(child);
@@ -261,7 +279,7 @@ impl Net {
     /// listens.
     pub fn gateway(&mut self, binary: &str) -> String {
         let public = self.public();
-        let child = self.spawn(
+        let child = self.spawn_with(
             &public,
             binary,
             &[
@@ -269,7 +287,10 @@ impl Net {
                 &format!("{PUBLIC}.1:8000"),
                 "--log-format",
                 "json",
+                "--log-level",
+                "info",
             ],
+            true,
         );
         wait_for_line(child, false, |line| line.contains("ioap gateway listening"));
         format!("ws://{PUBLIC}.1:8000/ws")
@@ -277,22 +298,54 @@ impl Net {
 
     /// Starts a STUN server (coturn, STUN only) on the public segment; its URL.
     pub fn stun(&mut self) -> String {
+        self.coturn(&["--stun-only"]);
+        format!("stun:{PUBLIC}.1:3478")
+    }
+
+    /// Starts a TURN server (coturn, long-term credentials `user`:`password`, relaying on the
+    /// public segment); its `--ice-server` value.
+    pub fn turn(&mut self, user: &str, password: &str) -> String {
+        let account = format!("{user}:{password}");
+        let relay = format!("{PUBLIC}.1");
+        let peers = format!("{PUBLIC}.0-{PUBLIC}.255");
+        self.coturn(&[
+            "--lt-cred-mech",
+            "--user",
+            &account,
+            "--realm",
+            "ioap.test",
+            "--relay-ip",
+            &relay,
+            "--allowed-peer-ip",
+            &peers,
+            "--min-port",
+            "49152",
+            "--max-port",
+            "49999",
+        ]);
+        format!("turn:{user}:{password}@{PUBLIC}.1:3478")
+    }
+
+    fn coturn(&mut self, extra: &[&str]) {
         let public = self.public();
-        let child = self.spawn(
-            &public,
-            "turnserver",
-            &[
-                "--stun-only",
-                "--listening-ip",
-                &format!("{PUBLIC}.1"),
-                "--listening-port",
-                "3478",
-                "--no-cli",
-                "--log-file",
-                "stdout",
-                "--simple-log",
-            ],
-        );
+        let listen = format!("{PUBLIC}.1");
+        let log = self.logs.path().join("coturn.log");
+        let log = log.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--listening-ip",
+            &listen,
+            "--listening-port",
+            "3478",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--fingerprint",
+            "--log-file",
+            &log,
+            "--simple-log",
+        ];
+        args.extend_from_slice(extra);
+        let child = self.spawn(&public, "turnserver", &args);
         // coturn buffers its log when it is not a terminal: wait for the socket instead.
         let _ = child;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -308,7 +361,6 @@ impl Net {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        format!("stun:{PUBLIC}.1:3478")
     }
 }
 
