@@ -70,6 +70,10 @@ pub struct GatewayConfig {
     /// Public URLs (e.g. `wss://gw.example.com/ws`) accepted as REGISTER audiences, besides
     /// the address in each connection's `Host` header.
     pub public_urls: Vec<String>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client: per-IP
+    /// registration and frame limits, and logs, then use the client's address. Empty: headers
+    /// are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Which DIDs may register.
     pub admission: Admission,
     /// Serve `wss://` and `https://` with this certificate and key.
@@ -148,6 +152,7 @@ impl Default for GatewayConfig {
             drain_time: Duration::from_secs(5),
             verify_relayed: false,
             public_urls: Vec::new(),
+            trusted_proxies: Vec::new(),
             admission: Admission::Open,
             tls: None,
             cluster: None,

@@ -110,8 +110,10 @@ async fn websocket(
             tracker.track_future(session::refuse_over_limit(gateway, socket))
         });
     }
+    let client =
+        crate::forwarded::client_ip(remote.ip(), &headers, &gateway.config.trusted_proxies);
     let peer = Peer {
-        remote,
+        remote: SocketAddr::new(client, remote.port()),
         host: headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())

@@ -20,6 +20,7 @@ pub mod audience;
 pub mod cluster;
 pub mod config;
 pub mod disconnects;
+pub mod forwarded;
 pub mod http;
 pub mod limits;
 pub mod listener;

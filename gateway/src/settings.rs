@@ -99,6 +99,16 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub public_url: Vec<String>,
+    /// A reverse proxy (address or CIDR, e.g. 10.0.0.0/8) whose Forwarded / X-Forwarded-For
+    /// headers name the client, for per-IP limits and logs; repeatable, comma-separated in
+    /// the environment [default: none, the headers are ignored].
+    #[arg(
+        long,
+        env = "IOAP_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<String>,
     /// Admit only the DIDs listed in FILE (one per line, # comments) [default: admit any].
     #[arg(long, env = "IOAP_ALLOWLIST", value_name = "FILE")]
     pub allowlist: Option<PathBuf>,
@@ -134,6 +144,9 @@ macro_rules! file_settings {
             /// Public URLs accepted as REGISTER audiences.
             #[serde(default)]
             pub public_url: Vec<String>,
+            /// Trusted reverse proxies.
+            #[serde(default)]
+            pub trusted_proxy: Vec<String>,
         }
 
         impl FileSettings {
@@ -142,6 +155,7 @@ macro_rules! file_settings {
                 FileSettings {
                     $( $name: over.$name.or(self.$name), )*
                     public_url: if over.public_url.is_empty() { self.public_url } else { over.public_url },
+                    trusted_proxy: if over.trusted_proxy.is_empty() { self.trusted_proxy } else { over.trusted_proxy },
                 }
             }
         }
@@ -152,6 +166,7 @@ macro_rules! file_settings {
                 FileSettings {
                     $( $name: self.$name.clone(), )*
                     public_url: self.public_url.clone(),
+                    trusted_proxy: self.trusted_proxy.clone(),
                 }
             }
         }
@@ -296,6 +311,11 @@ impl FileSettings {
         for url in &self.public_url {
             check_public_url(url)?;
         }
+        let trusted_proxies = self
+            .trusted_proxy
+            .iter()
+            .map(|text| parse_proxy(text))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let cluster = match (self.redis_url, self.node_id) {
             (Some(redis_url), node_id) => {
                 let node_id = node_id.unwrap_or_else(ClusterConfig::random_node_id);
@@ -342,6 +362,7 @@ impl FileSettings {
                 .unwrap_or(defaults.drain_time),
             verify_relayed: self.verify_relayed.unwrap_or(defaults.verify_relayed),
             public_urls: self.public_url,
+            trusted_proxies,
             admission,
             tls,
             cluster,
@@ -356,6 +377,14 @@ impl FileSettings {
         };
         Ok((config, log))
     }
+}
+
+/// A trusted proxy: an address (one host) or a CIDR block.
+fn parse_proxy(text: &str) -> anyhow::Result<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| anyhow::anyhow!("trusted proxy {text:?} is not an address or CIDR block"))
 }
 
 /// A public URL must be what clients dial: `ws://` or `wss://`, a host, a path.

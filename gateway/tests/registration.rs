@@ -255,6 +255,45 @@ async fn registrations_per_ip_are_rate_limited() {
     gateway.shutdown().await;
 }
 
+/// Registers a fresh identity through a connection claiming to forward `client`; the
+/// gateway's answer: REGISTERED (`Ok`) or the ERROR's code.
+async fn register_forwarded_for(url: &str, client: &str) -> Result<(), ErrorCode> {
+    let identity = Identity::generate().expect("rng");
+    let mut ws = connect_with_headers(url, &[("x-forwarded-for", client)]).await;
+    let (_, pending) = answer_challenge(&mut ws, url, &identity, &Advertisement::default()).await;
+    send_text(&mut ws, pending.as_str()).await;
+    match next_envelope(&mut ws).await.envelope().body.clone() {
+        Body::Registered(_) => Ok(()),
+        Body::Error(error) => Err(error.code),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_per_ip_limits_count_the_forwarded_client() {
+    let gateway = start(|c| {
+        c.registrations_per_ip_per_min = 1;
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await;
+    let url = gateway.ws_url();
+    assert_eq!(register_forwarded_for(&url, "203.0.113.1").await, Ok(()));
+    assert_eq!(register_forwarded_for(&url, "203.0.113.2").await, Ok(()));
+    assert_eq!(
+        register_forwarded_for(&url, "203.0.113.1").await,
+        Err(ErrorCode::RateLimited)
+    );
+
+    // From anyone not trusted, the header is ignored: a client cannot pick its address.
+    let untrusted = start(|c| c.registrations_per_ip_per_min = 1).await;
+    let url = untrusted.ws_url();
+    assert_eq!(register_forwarded_for(&url, "203.0.113.1").await, Ok(()));
+    assert_eq!(
+        register_forwarded_for(&url, "203.0.113.2").await,
+        Err(ErrorCode::RateLimited)
+    );
+}
+
 #[tokio::test]
 async fn the_newest_authenticated_session_wins_a_duplicate_did() {
     let gateway = start(|_| {}).await;

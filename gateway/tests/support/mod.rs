@@ -47,11 +47,29 @@ pub async fn connect(url: &str) -> Ws {
 
 /// Opens a WebSocket offering `ioap.v1`, with a TLS connector for `wss://`.
 pub async fn connect_with(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Ws {
+    connect_full(url, tls, &[]).await
+}
+
+/// Opens a WebSocket offering `ioap.v1` with extra request headers (as a proxy would add).
+pub async fn connect_with_headers(url: &str, headers: &[(&'static str, &str)]) -> Ws {
+    connect_full(url, None, headers).await
+}
+
+async fn connect_full(
+    url: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    headers: &[(&'static str, &str)],
+) -> Ws {
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("ioap.v1"),
     );
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, HeaderValue::from_str(value).expect("header value"));
+    }
     let connector = tls.map(Connector::Rustls);
     let (ws, response) = tokio::time::timeout(
         WAIT,
