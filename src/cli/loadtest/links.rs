@@ -2,10 +2,11 @@
 //! through the gateway's signaling; setup time runs from the dial to the link open (the
 //! peer's first signed PING verified).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use ioap_client::Peer;
+use ioap_client::{PathKind, Peer};
 use tokio_util::sync::CancellationToken;
 
 use super::progress::{Display, Progress};
@@ -16,6 +17,10 @@ use super::{Plan, until_stopped};
 /// Why a link was not attempted: one of its agents did not register.
 pub const NOT_REGISTERED: &str = "NOT_REGISTERED";
 
+/// Open links by the path ICE chose: `direct`, `punched`, `turn`, or `unknown` (the engine
+/// did not say).
+pub type Paths = BTreeMap<&'static str, u64>;
+
 /// Opens the plan's links; each dial has the link setup deadline (`plan.timeout`). Stops
 /// early when `stop` is cancelled.
 pub async fn run(
@@ -23,7 +28,7 @@ pub async fn run(
     fleet: &Fleet,
     stop: &CancellationToken,
     display: Display,
-) -> (Vec<Peer>, Tally) {
+) -> (Vec<Peer>, Tally, Paths) {
     let progress = Progress::start(display, "links", plan.links as u64);
     let mut tally = Tally::default();
     let mut dials = futures_util::stream::iter(fleet.full.chunks_exact(2))
@@ -34,22 +39,34 @@ pub async fn run(
             let peer = caller.peer(callee.did());
             let started = Instant::now();
             match peer.connect().await {
-                Ok(()) => Ok((peer, started.elapsed())),
+                Ok(()) => {
+                    let took = started.elapsed();
+                    let path = peer.path().await.ok().flatten().map(|path| path.kind());
+                    Ok((peer, took, path))
+                }
                 Err(error) => Err(error.code().as_str().to_owned()),
             }
         })
         .buffer_unordered(plan.dial_concurrency);
     let mut peers = Vec::new();
+    let mut paths = Paths::new();
     while let Some(outcome) = until_stopped(stop, dials.next()).await.flatten() {
         match outcome {
-            Ok((peer, took)) => {
+            Ok((peer, took, path)) => {
                 tally.success(took);
                 peers.push(peer);
+                let name = match path {
+                    Some(PathKind::Direct) => "direct",
+                    Some(PathKind::Punched) => "punched",
+                    Some(PathKind::Turn) => "turn",
+                    _ => "unknown",
+                };
+                *paths.entry(name).or_default() += 1;
             }
             Err(code) => progress.failed(&mut tally, code),
         }
         progress.step();
     }
     progress.finish_tally(&tally, "open");
-    (peers, tally)
+    (peers, tally, paths)
 }

@@ -278,17 +278,18 @@ async fn run(
     );
 
     let go_on = || !stop.is_cancelled();
-    let (peers, links) = if plan.links > 0 && go_on() {
+    let (peers, links, link_paths) = if plan.links > 0 && go_on() {
         let started = Instant::now();
-        let (peers, tally) = links::run(plan, &fleet, stop, display).await;
+        let (peers, tally, paths) = links::run(plan, &fleet, stop, display).await;
         readings.take("links");
         let seconds = started.elapsed().as_secs_f64();
         (
             peers,
             Some(PhaseReport::new(plan.links as u64, &tally, seconds)),
+            Some(paths),
         )
     } else {
-        (Vec::new(), None)
+        (Vec::new(), None, None)
     };
     let rss_linked = Process::This.rss_kib();
 
@@ -342,6 +343,7 @@ async fn run(
         config: plan.describe(target.is_embedded()),
         registration,
         links,
+        link_paths,
         exec,
         relay,
         teardown,

@@ -30,6 +30,8 @@ pub struct Report {
     pub registration: PhaseReport,
     /// Phase 2 (`None`: no links asked for).
     pub links: Option<PhaseReport>,
+    /// Open links by path: `direct`, `punched` (through NAT), `turn`, `unknown`.
+    pub link_paths: Option<super::links::Paths>,
     /// Phase 3 (`None`: no links open or no calls asked for).
     pub exec: Option<PhaseReport>,
     /// Phase 4 (`None`: no duration, or fewer than two signaling-only agents).
@@ -298,6 +300,13 @@ impl Report {
                 r.per_s,
                 &r.latency,
             );
+        }
+        if let Some(paths) = &self.link_paths {
+            let counts: Vec<String> = paths
+                .iter()
+                .map(|(path, n)| format!("{path} {n}"))
+                .collect();
+            let _ = writeln!(out, "link paths: {}", counts.join(", "));
         }
         let t = &self.teardown;
         let left = t.agents_left.map_or("unknown".into(), |n| n.to_string());

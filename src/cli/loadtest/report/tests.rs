@@ -34,6 +34,7 @@ fn clean_report() -> Report {
         },
         registration: PhaseReport::new(4, &tally(4, &[]), 0.5),
         links: Some(PhaseReport::new(1, &tally(1, &[]), 0.1)),
+        link_paths: Some([("direct", 1)].into_iter().collect()),
         exec: Some(PhaseReport::new(3, &tally(3, &[]), 0.1)),
         relay: Some(RelayReport {
             pairs: 1,
@@ -145,6 +146,7 @@ fn a_relay_that_delivered_nothing_or_a_dirty_teardown_fails() {
 fn skipped_phases_are_null_and_the_schema_keys_are_stable() {
     let mut report = clean_report();
     report.links = None;
+    report.link_paths = None;
     report.exec = None;
     report.relay = None;
     report.conclude();
@@ -167,6 +169,7 @@ fn skipped_phases_are_null_and_the_schema_keys_are_stable() {
             "exec",
             "gateway",
             "interrupted",
+            "link_paths",
             "links",
             "passed",
             "process",
