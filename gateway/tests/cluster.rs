@@ -225,3 +225,38 @@ async fn a_gateway_whose_redis_cannot_be_reached_does_not_start() {
         "the password is never shown: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_does_not_read_is_receiver_busy_across_nodes_too() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let cluster = |id: &str| ClusterConfig {
+        redis_url: redis.url(),
+        node_id: id.to_owned(),
+    };
+    let one = start(|c| c.cluster = Some(cluster("b1"))).await;
+    let two = start(|c| {
+        c.cluster = Some(cluster("b2"));
+        c.queue_capacity = 2;
+        c.rate_per_did = 0;
+    })
+    .await;
+    let mut sender = register(&one.ws_url()).await;
+    let sleeper = register(&two.ws_url()).await;
+    // The sleeper never reads; its queue on its own node fills, and the overflow comes back
+    // to the sender as RECEIVER_BUSY, correlated to the refused frame.
+    let mut sent = Vec::new();
+    for _ in 0..200 {
+        let wire = sender.send(sleeper.did(), offer()).await;
+        sent.push(
+            ReceivedEnvelope::decode(wire.as_bytes())
+                .expect("own frame")
+                .envelope()
+                .id,
+        );
+    }
+    let refused = expect_error_code(&mut sender.ws, ErrorCode::ReceiverBusy).await;
+    assert!(refused.is_some_and(|id| sent.contains(&id)), "{refused:?}");
+    drop(sleeper);
+}
