@@ -453,6 +453,12 @@ impl Agent {
         self.core.links.open_links()
     }
 
+    /// The STUN/TURN servers the gateway offered at the last registration, with their
+    /// short-lived credentials (used for links besides the configured ones).
+    pub fn offered_ice_servers(&self) -> Vec<crate::IceServer> {
+        self.core.gateway.offered_ice_servers()
+    }
+
     /// Messages refused so far: from the gateway (bad signature, wrong recipient, replay) and
     /// on links (bad signature, wrong sender, replay, malformed). Never delivered.
     pub fn refused_messages(&self) -> u64 {

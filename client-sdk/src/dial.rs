@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use futures_util::{SinkExt, StreamExt};
 use ioap_protocol::handshake::ClientHandshake;
 use ioap_protocol::json::MAX_ENVELOPE_BYTES;
+use ioap_protocol::payload::Registered;
 use ioap_protocol::{Did, ReceivedEnvelope, SUBPROTOCOL, Timestamp};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -44,7 +45,7 @@ fn ws_config() -> WebSocketConfig {
 pub(crate) async fn connect(
     config: &GatewayClientConfig,
     url: &str,
-) -> Result<(Ws, Did), ConnectError> {
+) -> Result<(Ws, Did, Registered), ConnectError> {
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -69,8 +70,8 @@ pub(crate) async fn connect(
     ws.send(Message::text(register.into_string())).await?;
     let reply = next_text(&mut ws).await?;
     let reply = ReceivedEnvelope::decode(reply.as_bytes()).map_err(not_ioap)?;
-    let (gateway, _registered) = handshake.on_reply(&reply)?;
-    Ok((ws, gateway))
+    let (gateway, registered) = handshake.on_reply(&reply)?;
+    Ok((ws, gateway, registered))
 }
 
 async fn next_text(ws: &mut Ws) -> Result<String, ConnectError> {

@@ -182,7 +182,8 @@ impl Driver {
 
     /// Starts an attempt as the offerer.
     async fn dial(&mut self) -> Result<(), CallError> {
-        let (rtc, events) = self.core.engine.peer().await.map_err(setup_rtc)?;
+        let offered = self.core.gateway.offered_ice_servers();
+        let (rtc, events) = self.core.engine.peer(&offered).await.map_err(setup_rtc)?;
         let sdp = rtc.offer().await.map_err(setup_rtc)?;
         let id = self
             .core
@@ -233,7 +234,8 @@ impl Driver {
                     // Ending the old attempt reset the negotiation: this OFFER is current.
                     self.negotiation.on_offer(id);
                 }
-                let (rtc, events) = self.core.engine.peer().await.map_err(rtc_failed)?;
+                let offered = self.core.gateway.offered_ice_servers();
+                let (rtc, events) = self.core.engine.peer(&offered).await.map_err(rtc_failed)?;
                 let sdp = rtc.answer(offer.sdp).await.map_err(rtc_failed)?;
                 self.core
                     .gateway

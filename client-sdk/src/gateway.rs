@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{SinkExt, StreamExt};
 use ioap_protocol::handshake::Advertisement;
-use ioap_protocol::payload::{Ping, Unregister};
+use ioap_protocol::payload::{Ping, Registered, Unregister};
 use ioap_protocol::{
     Body, Did, Envelope, ErrorCode, Identity, MessageId, ReceivedEnvelope, ReplayGuard, Timestamp,
 };
@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::connect_error::ConnectError;
 use crate::dial::{Ws, connect};
 use crate::keepalive::{GatewayKeepalive, Keepalive};
+use crate::rtc::IceServer;
 
 /// Outgoing frames waiting for the connection.
 const OUTBOUND_QUEUE: usize = 256;
@@ -31,6 +32,10 @@ const OUTBOUND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 64;
 /// How long closing waits for the gateway to confirm UNREGISTER.
 const UNREGISTER_GRACE: Duration = Duration::from_secs(2);
+/// Most ICE servers taken from one REGISTERED.
+const MAX_OFFERED_ICE_SERVERS: usize = 8;
+/// Registering again for fresh credentials happens at most this often.
+const MIN_REFRESH: Duration = Duration::from_secs(10);
 /// Verified envelopes waiting for the agent.
 const INBOUND_QUEUE: usize = 1024;
 
@@ -155,6 +160,7 @@ pub enum SendError {
 #[derive(Debug)]
 pub struct GatewayClient {
     identity: Identity,
+    offered: Arc<std::sync::RwLock<Vec<IceServer>>>,
     outbound: mpsc::Sender<String>,
     state: watch::Receiver<ConnectionState>,
     stop: CancellationToken,
@@ -181,7 +187,9 @@ impl GatewayClient {
         let stop = CancellationToken::new();
         let rejected = Arc::new(AtomicU64::new(0));
         let identity = config.identity.clone();
+        let offered = Arc::new(std::sync::RwLock::new(Vec::new()));
         let runner = Runner {
+            offered: Arc::clone(&offered),
             config,
             outbound: outbound_rx,
             inbound: inbound_tx,
@@ -195,6 +203,7 @@ impl GatewayClient {
         (
             GatewayClient {
                 identity,
+                offered,
                 outbound,
                 state,
                 stop,
@@ -225,6 +234,15 @@ impl GatewayClient {
             }
             state.changed().await.ok()?;
         }
+    }
+
+    /// The STUN/TURN servers the gateway offered at the last registration (with fresh
+    /// credentials; none when it offers none).
+    pub fn offered_ice_servers(&self) -> Vec<IceServer> {
+        self.offered
+            .read()
+            .map(|servers| servers.clone())
+            .unwrap_or_default()
     }
 
     /// Incoming envelopes refused so far (bad signature, wrong recipient, replay, malformed).
@@ -307,6 +325,7 @@ fn now() -> Timestamp {
 /// The background task.
 struct Runner {
     config: GatewayClientConfig,
+    offered: Arc<std::sync::RwLock<Vec<IceServer>>>,
     outbound: mpsc::Receiver<String>,
     inbound: mpsc::Sender<Envelope>,
     events: mpsc::Sender<ConnectionEvent>,
@@ -342,8 +361,9 @@ impl Runner {
                 attempt = tokio::time::timeout(self.config.handshake_timeout, connect(&self.config, url)) => attempt,
             };
             match attempt {
-                Ok(Ok((ws, gateway))) => {
+                Ok(Ok((ws, gateway, registered))) => {
                     delays = backoff.build();
+                    let refresh = self.take_offer(&registered);
                     failed_in_a_row = 0;
                     info!(did = %self.config.identity.did(), %gateway, %url, "registered with the gateway");
                     let _ = self
@@ -353,7 +373,7 @@ impl Runner {
                         gateway,
                         url: url.clone(),
                     });
-                    match self.serve(ws, gateway).await {
+                    match self.serve(ws, gateway, refresh).await {
                         End::Stopped => break,
                         End::Lost(close_code, reason) => {
                             warn!(?close_code, %reason, %url, "gateway connection lost");
@@ -396,6 +416,28 @@ impl Runner {
         let _ = self.events.try_send(ConnectionEvent::Closed);
     }
 
+    /// Keeps the ICE servers REGISTERED offered; returns when to register again for fresh
+    /// credentials (at 80 % of their lifetime).
+    fn take_offer(&self, registered: &Registered) -> Option<Duration> {
+        let servers: Vec<IceServer> = registered
+            .ice_servers
+            .iter()
+            .take(MAX_OFFERED_ICE_SERVERS)
+            .map(|offer| IceServer {
+                urls: offer.urls.clone(),
+                username: offer.username.clone().unwrap_or_default(),
+                credential: offer.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        if let Ok(mut offered) = self.offered.write() {
+            *offered = servers;
+        }
+        registered
+            .ice_servers_ttl_ms
+            .filter(|_| !registered.ice_servers.is_empty())
+            .map(|ttl| Duration::from_millis(ttl).mul_f64(0.8).max(MIN_REFRESH))
+    }
+
     fn attempt_failed(&self, url: &str, cause: ConnectError) {
         let _ = self.events.try_send(ConnectionEvent::RegistrationFailed {
             url: url.to_owned(),
@@ -407,7 +449,9 @@ impl Runner {
     }
 
     /// Relays in both directions until the connection ends or the client stops.
-    async fn serve(&mut self, mut ws: Ws, gateway: Did) -> End {
+    async fn serve(&mut self, mut ws: Ws, gateway: Did, refresh: Option<Duration>) -> End {
+        let refresh_at = tokio::time::sleep(refresh.unwrap_or(Duration::from_secs(86_400 * 365)));
+        tokio::pin!(refresh_at);
         let mut keepalive = GatewayKeepalive::new(
             self.config.keepalive,
             self.config.keepalive_timeout,
@@ -442,6 +486,11 @@ impl Runner {
                     if let Err(error) = ws.send(Message::text(wire)).await {
                         return End::Lost(None, error.to_string());
                     }
+                }
+                () = &mut refresh_at, if refresh.is_some() => {
+                    info!("registering again for fresh TURN credentials");
+                    let _ = tokio::time::timeout(UNREGISTER_GRACE, ws.close(None)).await;
+                    return End::Lost(None, "refreshing the gateway's TURN credentials".into());
                 }
                 () = check => match keepalive.poll(Instant::now()) {
                     Keepalive::Wait => {}

@@ -38,8 +38,8 @@ async fn pump(events: &mut mpsc::Receiver<RtcEvent>, other: &dyn RtcPeer) -> Res
 #[tokio::test]
 async fn a_data_channel_opens_over_loopback_and_carries_text_both_ways() {
     let engine = engine();
-    let (offerer, mut offerer_events) = engine.peer().await.expect("peer");
-    let (answerer, mut answerer_events) = engine.peer().await.expect("peer");
+    let (offerer, mut offerer_events) = engine.peer(&[]).await.expect("peer");
+    let (answerer, mut answerer_events) = engine.peer(&[]).await.expect("peer");
     let offer = offerer.offer().await.expect("offer");
     assert!(offer.contains("a=fingerprint:sha-256"), "{offer}");
     let answer = answerer.answer(offer).await.expect("answer");
@@ -90,8 +90,8 @@ async fn a_data_channel_opens_over_loopback_and_carries_text_both_ways() {
 #[tokio::test]
 async fn a_tampered_fingerprint_makes_the_connection_fail() {
     let engine = engine();
-    let (offerer, mut offerer_events) = engine.peer().await.expect("peer");
-    let (answerer, mut answerer_events) = engine.peer().await.expect("peer");
+    let (offerer, mut offerer_events) = engine.peer(&[]).await.expect("peer");
+    let (answerer, mut answerer_events) = engine.peer(&[]).await.expect("peer");
     let offerer_for_answerer = offerer.clone();
     let answerer_for_offerer = answerer.clone();
     let offer = offerer.offer().await.expect("offer");

@@ -11,6 +11,7 @@ use std::time::Duration;
 use ioap_protocol::{Did, Identity};
 
 pub use crate::cluster::ClusterConfig;
+pub use crate::turn::TurnConfig;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
@@ -80,6 +81,8 @@ pub struct GatewayConfig {
     pub tls: Option<TlsFiles>,
     /// Join a cluster of gateways sharing presence through Redis (`None`: stand alone).
     pub cluster: Option<ClusterConfig>,
+    /// TURN servers offered to registered agents, with short-lived credentials.
+    pub turn: Option<TurnConfig>,
 }
 
 /// The admission policy.
@@ -156,6 +159,7 @@ impl Default for GatewayConfig {
             admission: Admission::Open,
             tls: None,
             cluster: None,
+            turn: None,
         }
     }
 }

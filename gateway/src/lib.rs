@@ -34,8 +34,9 @@ pub mod settings;
 pub mod state;
 mod termination;
 pub mod tls;
+pub mod turn;
 
-pub use config::{Admission, ClusterConfig, GatewayConfig, TlsFiles};
+pub use config::{Admission, ClusterConfig, GatewayConfig, TlsFiles, TurnConfig};
 pub use server::{Gateway, RunningGateway, ShutdownHandle};
 pub use settings::{FileSettings, LogFormat, LogSettings, Settings};
 pub use termination::{Termination, termination};

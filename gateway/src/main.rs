@@ -57,6 +57,7 @@ fn check_config(settings: &Settings) -> ExitCode {
         effective.redis_url = effective
             .redis_url
             .map(|url| ioap_gateway::cluster::redact(&url));
+        effective.turn_secret = effective.turn_secret.map(|_| "***".to_owned());
         Ok(toml::to_string(&effective)?)
     });
     match checked {

@@ -10,7 +10,10 @@ use clap::{Parser, ValueEnum};
 use ioap_protocol::Identity;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Admission, ClusterConfig, GatewayConfig, TlsFiles};
+use crate::config::{Admission, ClusterConfig, GatewayConfig, TlsFiles, TurnConfig};
+
+/// How long a TURN credential stays valid unless set: six hours.
+const DEFAULT_TURN_TTL: Duration = Duration::from_secs(6 * 3600);
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
@@ -125,6 +128,29 @@ pub struct Settings {
     /// This gateway's id in the cluster (1-64 of A-Z a-z 0-9 . _ -) [default: random].
     #[arg(long, env = "IOAP_NODE_ID", value_name = "ID", requires = "redis_url")]
     pub node_id: Option<String>,
+    /// A TURN (or STUN) server URL offered to registered agents with short-lived credentials,
+    /// e.g. turn:turn.example.com:3478?transport=udp; repeatable, comma-separated in the
+    /// environment; needs --turn-secret [default: none].
+    #[arg(
+        long,
+        env = "IOAP_TURN_URL",
+        value_name = "URL",
+        value_delimiter = ',',
+        requires = "turn_secret"
+    )]
+    pub turn_url: Vec<String>,
+    /// The secret shared with the TURN server (coturn static-auth-secret); better given in
+    /// the environment than on the command line.
+    #[arg(
+        long,
+        env = "IOAP_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+    /// Seconds each TURN credential stays valid [default: 21600].
+    #[arg(long, env = "IOAP_TURN_TTL_SECS", value_name = "SECS")]
+    pub turn_ttl_secs: Option<u64>,
     /// Log format [default: pretty].
     #[arg(long, env = "IOAP_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -147,6 +173,9 @@ macro_rules! file_settings {
             /// Trusted reverse proxies.
             #[serde(default)]
             pub trusted_proxy: Vec<String>,
+            /// TURN servers offered to agents.
+            #[serde(default)]
+            pub turn_url: Vec<String>,
         }
 
         impl FileSettings {
@@ -156,6 +185,7 @@ macro_rules! file_settings {
                     $( $name: over.$name.or(self.$name), )*
                     public_url: if over.public_url.is_empty() { self.public_url } else { over.public_url },
                     trusted_proxy: if over.trusted_proxy.is_empty() { self.trusted_proxy } else { over.trusted_proxy },
+                    turn_url: if over.turn_url.is_empty() { self.turn_url } else { over.turn_url },
                 }
             }
         }
@@ -167,6 +197,7 @@ macro_rules! file_settings {
                     $( $name: self.$name.clone(), )*
                     public_url: self.public_url.clone(),
                     trusted_proxy: self.trusted_proxy.clone(),
+                    turn_url: self.turn_url.clone(),
                 }
             }
         }
@@ -218,6 +249,10 @@ file_settings! {
     redis_url: String,
     /// This gateway's id in the cluster.
     node_id: String,
+    /// The TURN server's shared secret.
+    turn_secret: String,
+    /// Seconds each TURN credential stays valid.
+    turn_ttl_secs: u64,
     /// Log format.
     log_format: LogFormat,
     /// Log filter.
@@ -248,6 +283,7 @@ impl FileSettings {
             verify_relayed: Some(config.verify_relayed),
             log_format: Some(LogFormat::default()),
             log_level: Some("info".into()),
+            turn_ttl_secs: Some(DEFAULT_TURN_TTL.as_secs()),
             ..FileSettings::default()
         }
     }
@@ -316,6 +352,30 @@ impl FileSettings {
             .iter()
             .map(|text| parse_proxy(text))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let turn = match (self.turn_url.is_empty(), self.turn_secret) {
+            (true, None) => None,
+            (false, Some(secret)) if !secret.is_empty() => {
+                for url in &self.turn_url {
+                    anyhow::ensure!(
+                        ["turn:", "turns:", "stun:", "stuns:"]
+                            .iter()
+                            .any(|scheme| url.starts_with(scheme)),
+                        "TURN URL {url:?} must start with turn:, turns:, stun: or stuns:"
+                    );
+                }
+                let ttl = self
+                    .turn_ttl_secs
+                    .map_or(DEFAULT_TURN_TTL, Duration::from_secs);
+                anyhow::ensure!(!ttl.is_zero(), "the TURN credential lifetime must be > 0");
+                Some(TurnConfig {
+                    urls: self.turn_url,
+                    secret,
+                    ttl,
+                })
+            }
+            (true, Some(_)) => anyhow::bail!("--turn-secret needs --turn-url"),
+            (false, _) => anyhow::bail!("--turn-url needs --turn-secret (IOAP_TURN_SECRET)"),
+        };
         let cluster = match (self.redis_url, self.node_id) {
             (Some(redis_url), node_id) => {
                 let node_id = node_id.unwrap_or_else(ClusterConfig::random_node_id);
@@ -366,6 +426,7 @@ impl FileSettings {
             admission,
             tls,
             cluster,
+            turn,
         };
         config.validate()?;
         let filter = self.log_level.unwrap_or_else(|| "info".into());

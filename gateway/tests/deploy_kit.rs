@@ -31,6 +31,7 @@ fn the_example_config_has_every_key_and_check_config_round_trips_it() {
         public_url: vec!["wss://gw.example/ws".into()],
         redis_url: Some("redis://127.0.0.1:6379".into()),
         node_id: Some("gw-1".into()),
+        turn_secret: Some("s".into()),
         ..ioap_gateway::FileSettings::defaults()
     };
     let documented = keys(&text);

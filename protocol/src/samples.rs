@@ -105,6 +105,8 @@ pub fn example_body(ty: MessageType) -> Body {
             session_id: "00000000-0000-4000-8000-00000000beef".into(),
             idle_timeout_ms: 300_000,
             max_frame_bytes: 65_536,
+            ice_servers: Vec::new(),
+            ice_servers_ttl_ms: None,
         }),
         MessageType::Unregister => Body::Unregister(Unregister {
             reason: Some("shutting down".into()),

@@ -65,6 +65,8 @@ fn full_registration() {
             session_id: "s".into(),
             idle_timeout_ms: 1000,
             max_frame_bytes: 65536,
+            ice_servers: Vec::new(),
+            ice_servers_ttl_ms: None,
         }),
         example_time(),
     )
@@ -263,6 +265,8 @@ fn a_reply_not_signed_by_the_gateway_is_refused() {
             session_id: "s".into(),
             idle_timeout_ms: 1,
             max_frame_bytes: 1,
+            ice_servers: Vec::new(),
+            ice_servers_ttl_ms: None,
         }),
         example_time(),
     )

@@ -28,8 +28,9 @@ pub type PeerFuture<'a> = RtcFuture<'a, (Arc<dyn RtcPeer>, mpsc::Receiver<RtcEve
 
 /// Creates peer connections.
 pub trait RtcEngine: std::fmt::Debug + Send + Sync + 'static {
-    /// A new peer connection and the ordered stream of its events.
-    fn peer(&self) -> PeerFuture<'_>;
+    /// A new peer connection and the ordered stream of its events; `extra_ice_servers` (those
+    /// the gateway offered) are used besides the engine's own.
+    fn peer<'a>(&'a self, extra_ice_servers: &'a [IceServer]) -> PeerFuture<'a>;
 }
 
 /// One peer connection with (at most) one data channel, labelled [`CHANNEL_LABEL`], reliable

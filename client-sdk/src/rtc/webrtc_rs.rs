@@ -73,15 +73,7 @@ impl WebrtcEngine {
         }
         let api = APIBuilder::new().with_setting_engine(engine).build();
         let config = RTCConfiguration {
-            ice_servers: settings
-                .ice_servers
-                .iter()
-                .map(|server| RTCIceServer {
-                    urls: server.urls.clone(),
-                    username: server.username.clone(),
-                    credential: server.credential.clone(),
-                })
-                .collect(),
+            ice_servers: settings.ice_servers.iter().map(ice_server).collect(),
             ..Default::default()
         };
         WebrtcEngine {
@@ -90,10 +82,17 @@ impl WebrtcEngine {
         }
     }
 
-    async fn new_peer(&self) -> Result<(WebrtcPeer, mpsc::Receiver<RtcEvent>), RtcError> {
+    async fn new_peer(
+        &self,
+        extra_ice_servers: &[super::IceServer],
+    ) -> Result<(WebrtcPeer, mpsc::Receiver<RtcEvent>), RtcError> {
+        let mut config = self.config.clone();
+        config
+            .ice_servers
+            .extend(extra_ice_servers.iter().map(ice_server));
         let pc = Arc::new(
             self.api
-                .new_peer_connection(self.config.clone())
+                .new_peer_connection(config)
                 .await
                 .map_err(RtcError::new)?,
         );
@@ -293,9 +292,9 @@ fn watch_channel(channel: &Arc<RTCDataChannel>, events: mpsc::Sender<RtcEvent>) 
 }
 
 impl RtcEngine for WebrtcEngine {
-    fn peer(&self) -> PeerFuture<'_> {
+    fn peer<'a>(&'a self, extra_ice_servers: &'a [super::IceServer]) -> PeerFuture<'a> {
         Box::pin(async move {
-            let (peer, events) = self.new_peer().await?;
+            let (peer, events) = self.new_peer(extra_ice_servers).await?;
             Ok((Arc::new(peer) as Arc<dyn RtcPeer>, events))
         })
     }
@@ -344,6 +343,14 @@ impl RtcPeer for WebrtcPeer {
                 })
             }))
         })
+    }
+}
+
+fn ice_server(server: &super::IceServer) -> RTCIceServer {
+    RTCIceServer {
+        urls: server.urls.clone(),
+        username: server.username.clone(),
+        credential: server.credential.clone(),
     }
 }
 

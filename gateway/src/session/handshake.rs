@@ -117,6 +117,17 @@ pub(super) async fn register(
             idle_timeout_ms: u64::try_from(state.config.idle_timeout.as_millis())
                 .unwrap_or(u64::MAX),
             max_frame_bytes: state.config.max_frame_bytes as u64,
+            ice_servers: state
+                .config
+                .turn
+                .iter()
+                .map(|turn| crate::turn::offer(turn, &registration.did, unix_seconds(state.now())))
+                .collect(),
+            ice_servers_ttl_ms: state
+                .config
+                .turn
+                .as_ref()
+                .map(|turn| u64::try_from(turn.ttl.as_millis()).unwrap_or(u64::MAX)),
         }),
         Some(registration.register_id),
     );
@@ -158,4 +169,9 @@ async fn first_frame(
             },
         }
     }
+}
+
+/// Whole seconds since the Unix epoch (0 before it).
+fn unix_seconds(now: ioap_protocol::Timestamp) -> u64 {
+    u64::try_from(now.unix_millis() / 1000).unwrap_or(0)
 }

@@ -163,6 +163,26 @@ pub struct Registered {
     pub idle_timeout_ms: u64,
     /// Largest frame the gateway accepts.
     pub max_frame_bytes: u64,
+    /// STUN/TURN servers the gateway offers for links (1.1; absent when it offers none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<IceServerOffer>,
+    /// How long the offered credentials stay valid, from now (1.1; with `ice_servers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice_servers_ttl_ms: Option<u64>,
+}
+
+/// A STUN or TURN server offered in REGISTERED, with short-lived credentials for TURN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerOffer {
+    /// `stun:…`, `turn:…`, `turns:…` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name (coturn's REST scheme: `expiry:did`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// UNREGISTER (client → gateway): leave the registry and close.
