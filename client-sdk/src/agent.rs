@@ -459,6 +459,14 @@ impl Agent {
         self.core.gateway.offered_ice_servers()
     }
 
+    /// Tries every STUN/TURN server this agent would use (configured and offered): a STUN
+    /// binding, a TURN allocation with its credentials, 3 s each. A server that cannot be
+    /// used shows here at once, rather than as links that fail later.
+    pub async fn check_ice_servers(&self) -> Vec<crate::rtc::IceServerCheck> {
+        let offered = self.core.gateway.offered_ice_servers();
+        self.core.engine.check_ice_servers(&offered).await
+    }
+
     /// Messages refused so far: from the gateway (bad signature, wrong recipient, replay) and
     /// on links (bad signature, wrong sender, replay, malformed). Never delivered.
     pub fn refused_messages(&self) -> u64 {

@@ -127,6 +127,35 @@ async fn the_gateway_hands_out_turn_credentials_that_coturn_accepts() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let checks = agent.check_ice_servers().await;
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert!(
+        checks[0]
+            .outcome
+            .as_ref()
+            .is_ok_and(|said| said.starts_with("relay 127.0.0.1:")),
+        "{checks:?}"
+    );
+
+    // An agent configured with a credential the TURN server refuses is told at start.
+    let wrong = Agent::builder(gateway.ws_url())
+        .loopback_only(true)
+        .ice_server(ioap_client::IceServer {
+            urls: vec![format!("turn:127.0.0.1:{}", turn.1)],
+            username: format!("{expiry}:{did}"),
+            credential: "not-the-credential".into(),
+        })
+        .connect()
+        .await
+        .expect("registers");
+    let checks = wrong.check_ice_servers().await;
+    let refused: Vec<_> = checks
+        .iter()
+        .filter(|check| check.outcome.is_err())
+        .collect();
+    assert_eq!(refused.len(), 1, "{checks:?}");
+    wrong.close().await;
+
     let tampered = format!("{}:{did}", expiry + 1);
     assert!(
         allocate(turn.1, &tampered, &server.credential)

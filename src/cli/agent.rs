@@ -258,6 +258,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "gateway": args.agent.primary_gateway(),
             "capabilities": capabilities,
         }))?;
+        for check in agent.check_ice_servers().await {
+            if let Err(reason) = &check.outcome {
+                eprintln!(
+                    "warning: ICE server {} cannot be used: {reason}; links that need it will fail",
+                    check.url
+                );
+            }
+        }
         eprintln!("serving as {}; Ctrl-C to stop", agent.did());
         ioap_gateway::termination().await;
         agent.close().await;

@@ -31,6 +31,26 @@ pub trait RtcEngine: std::fmt::Debug + Send + Sync + 'static {
     /// A new peer connection and the ordered stream of its events; `extra_ice_servers` (those
     /// the gateway offered) are used besides the engine's own.
     fn peer<'a>(&'a self, extra_ice_servers: &'a [IceServer]) -> PeerFuture<'a>;
+
+    /// Tries each of the engine's STUN/TURN servers and `extra_ice_servers`: a STUN binding,
+    /// a TURN allocation with its credentials. Engines that cannot say return nothing.
+    fn check_ice_servers<'a>(
+        &'a self,
+        extra_ice_servers: &'a [IceServer],
+    ) -> Pin<Box<dyn Future<Output = Vec<IceServerCheck>> + Send + 'a>> {
+        let _ = extra_ice_servers;
+        Box::pin(async { Vec::new() })
+    }
+}
+
+/// Whether one STUN/TURN URL works from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServerCheck {
+    /// The URL tried.
+    pub url: String,
+    /// `Ok` with what the server said (the public address it saw, or the relayed address
+    /// it allocated), or why it cannot be used.
+    pub outcome: Result<String, String>,
 }
 
 /// One peer connection with (at most) one data channel, labelled [`CHANNEL_LABEL`], reliable

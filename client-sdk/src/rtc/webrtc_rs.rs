@@ -298,6 +298,95 @@ impl RtcEngine for WebrtcEngine {
             Ok((Arc::new(peer) as Arc<dyn RtcPeer>, events))
         })
     }
+
+    fn check_ice_servers<'a>(
+        &'a self,
+        extra_ice_servers: &'a [super::IceServer],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<super::IceServerCheck>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut checks = Vec::new();
+            let servers = self
+                .config
+                .ice_servers
+                .iter()
+                .cloned()
+                .chain(extra_ice_servers.iter().map(ice_server));
+            for server in servers {
+                for url in &server.urls {
+                    let outcome = check_url(url, &server.username, &server.credential).await;
+                    checks.push(super::IceServerCheck {
+                        url: url.clone(),
+                        outcome,
+                    });
+                }
+            }
+            checks
+        })
+    }
+}
+
+/// How long one STUN or TURN check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A STUN binding (`stun:`) or a TURN allocation (`turn:`, UDP) through `url`.
+async fn check_url(url: &str, username: &str, credential: &str) -> Result<String, String> {
+    let (scheme, rest) = url.split_once(':').ok_or("not a STUN or TURN URL")?;
+    let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if scheme.ends_with('s') || query.contains("transport=tcp") {
+        return Err("TURN over TCP or TLS is not supported by this engine".into());
+    }
+    let address = if address.contains(':') {
+        address.to_owned()
+    } else {
+        format!("{address}:3478")
+    };
+    let conn = Arc::new(
+        tokio::net::UdpSocket::bind("0.0.0.0:0")
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let is_turn = scheme == "turn";
+    let client = webrtc::turn::client::Client::new(webrtc::turn::client::ClientConfig {
+        stun_serv_addr: if is_turn {
+            String::new()
+        } else {
+            address.clone()
+        },
+        turn_serv_addr: if is_turn {
+            address.clone()
+        } else {
+            String::new()
+        },
+        username: username.to_owned(),
+        password: credential.to_owned(),
+        realm: String::new(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn,
+        vnet: None,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    client.listen().await.map_err(|e| e.to_string())?;
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, async {
+        if is_turn {
+            use webrtc::util::Conn as _;
+            let relay = client.allocate().await.map_err(|e| e.to_string())?;
+            let relayed = relay.local_addr().map_err(|e| e.to_string())?;
+            let _ = relay.close().await;
+            Ok(format!("relay {relayed}"))
+        } else {
+            let mapped = client
+                .send_binding_request()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("public address {mapped}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
+    let _ = client.close().await;
+    outcome
 }
 
 impl RtcPeer for WebrtcPeer {
