@@ -122,7 +122,8 @@ async fn a_node_killed_under_load_loses_no_open_link_and_its_agents_move() {
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A second of load first: a session that ends sooner waits the backoff before it moves.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let killed = Instant::now();
     signal(&n1, "-KILL");
     let url = registered_again(&mut alice_events).await;

@@ -32,6 +32,9 @@ const OUTBOUND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 64;
 /// How long closing waits for the gateway to confirm UNREGISTER.
 const UNREGISTER_GRACE: Duration = Duration::from_secs(2);
+/// A registered session that lasted this long is followed, once lost, by the next gateway at
+/// once; a shorter one waits the backoff delay first.
+const STABLE_SESSION: Duration = Duration::from_secs(1);
 /// Most ICE servers taken from one REGISTERED.
 const MAX_OFFERED_ICE_SERVERS: usize = 8;
 /// Registering again for fresh credentials happens at most this often.
@@ -373,6 +376,7 @@ impl Runner {
                         gateway,
                         url: url.clone(),
                     });
+                    let registered_at = Instant::now();
                     match self.serve(ws, gateway, refresh).await {
                         End::Stopped => break,
                         End::Lost(close_code, reason) => {
@@ -381,7 +385,10 @@ impl Runner {
                             let _ = self
                                 .events
                                 .try_send(ConnectionEvent::Disconnected { close_code, reason });
-                            if urls.len() > 1 {
+                            // A session that lived is followed at once by the next gateway; one
+                            // that ended at once (replaced by a twin, refused) waits the backoff,
+                            // so two processes of one identity cannot ping-pong in a tight loop.
+                            if urls.len() > 1 && registered_at.elapsed() >= STABLE_SESSION {
                                 at += 1;
                                 continue;
                             }
