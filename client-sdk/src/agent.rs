@@ -186,7 +186,8 @@ impl AgentBuilder {
         if self.rtc.loopback_candidates.is_none() {
             self.rtc.loopback_candidates = Some(crate::rtc::gateway_is_local(&self.gateway.url));
         }
-        let directory = Directory::new(&self.gateway.url, self.gateway.tls.clone())?;
+        let directory = Directory::new(&self.gateway.url, self.gateway.tls.clone())?
+            .with_alternates(&self.gateway.alternate_urls)?;
         self.gateway.identity = identity.clone();
         self.gateway.advertisement = Advertisement {
             capabilities: self.handlers.advertised(),

@@ -58,11 +58,13 @@ struct AgentPage {
     next_cursor: Option<String>,
 }
 
-/// The gateway's directory of agents.
+/// The gateway's directory of agents. With the gateways of a cluster
+/// ([`with_alternates`](Self::with_alternates)) each request goes to the first that answers.
 #[derive(Debug, Clone)]
 pub struct Directory {
     http: reqwest::Client,
-    base: Url,
+    /// The gateways' HTTP bases, in order of preference (never empty).
+    bases: Vec<Url>,
 }
 
 impl Directory {
@@ -83,7 +85,20 @@ impl Directory {
             .tls_backend_preconfigured(tls)
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
-        Ok(Directory { http, base })
+        Ok(Directory {
+            http,
+            bases: vec![base],
+        })
+    }
+
+    /// Also asks these gateways (`ws://…/ws` URLs of the same cluster), in order, when the
+    /// ones before them cannot be reached or answer 5xx.
+    pub fn with_alternates(mut self, ws_urls: &[String]) -> Result<Self, DirectoryError> {
+        for ws_url in ws_urls {
+            let base = http_base(ws_url).ok_or_else(|| DirectoryError::Url(ws_url.clone()))?;
+            self.bases.push(base);
+        }
+        Ok(self)
     }
 
     /// Every listed agent online.
@@ -101,8 +116,7 @@ impl Directory {
 
     /// One agent, if it is online and listed.
     pub async fn agent(&self, did: &Did) -> Result<Option<AgentInfo>, DirectoryError> {
-        let url = self.url(&format!("agents/{did}"))?;
-        let response = self.http.get(url).send().await?;
+        let response = self.get(&format!("agents/{did}"), &[]).await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -111,18 +125,44 @@ impl Directory {
 
     /// The gateway's health: status and how many agents are registered.
     pub async fn health(&self) -> Result<Health, DirectoryError> {
-        self.get_json(self.url("health")?).await
+        self.get_json("health", &[]).await
     }
 
-    /// GET `url`; a success's JSON body as `T`.
+    /// GET `path?query` from the first gateway that answers (not a transport error or 5xx).
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<reqwest::Response, DirectoryError> {
+        let mut last = None;
+        for base in &self.bases {
+            let mut url = base
+                .join(path)
+                .map_err(|_| DirectoryError::Url(base.to_string()))?;
+            if !query.is_empty() {
+                url.query_pairs_mut().extend_pairs(query);
+            }
+            match self.http.get(url).send().await {
+                Ok(response) if !response.status().is_server_error() => return Ok(response),
+                Ok(response) => last = Some(response.error_for_status().map_err(Into::into)),
+                Err(error) => last = Some(Err(error.into())),
+            }
+        }
+        match last {
+            Some(Err(error)) => Err(error),
+            Some(Ok(response)) => Ok(response),
+            None => Err(DirectoryError::Url("no gateway".into())),
+        }
+    }
+
+    /// GET `path?query`; a success's JSON body as `T`.
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
-        url: Url,
+        path: &str,
+        query: &[(&str, &str)],
     ) -> Result<T, DirectoryError> {
         Ok(self
-            .http
-            .get(url)
-            .send()
+            .get(path, query)
             .await?
             .error_for_status()?
             .json()
@@ -132,19 +172,16 @@ impl Directory {
     async fn list(&self, capability: Option<&str>) -> Result<Vec<AgentInfo>, DirectoryError> {
         let mut agents = Vec::new();
         let mut cursor: Option<String> = None;
+        let limit = PAGE.to_string();
         for _ in 0..MAX_PAGES {
-            let mut url = self.url("agents")?;
-            {
-                let mut query = url.query_pairs_mut();
-                query.append_pair("limit", &PAGE.to_string());
-                if let Some(capability) = capability {
-                    query.append_pair("capability", capability);
-                }
-                if let Some(cursor) = &cursor {
-                    query.append_pair("cursor", cursor);
-                }
+            let mut query = vec![("limit", limit.as_str())];
+            if let Some(capability) = capability {
+                query.push(("capability", capability));
             }
-            let page: AgentPage = self.get_json(url).await?;
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.as_str()));
+            }
+            let page: AgentPage = self.get_json("agents", &query).await?;
             agents.extend(page.agents);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
@@ -152,12 +189,6 @@ impl Directory {
             }
         }
         Ok(agents)
-    }
-
-    fn url(&self, path: &str) -> Result<Url, DirectoryError> {
-        self.base
-            .join(path)
-            .map_err(|_| DirectoryError::Url(self.base.to_string()))
     }
 }
 

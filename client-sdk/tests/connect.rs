@@ -260,6 +260,16 @@ async fn an_unreachable_first_gateway_is_passed_over_for_the_next_at_once() {
         .expect("registers with the second gateway");
     assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
     assert_eq!(gateway.registered_agents(), 1);
+    // The directory, too, asks the gateway that answers.
+    let listed = agent
+        .directory()
+        .agents()
+        .await
+        .expect("the second gateway's directory");
+    assert!(
+        listed.iter().any(|info| info.did == agent.did()),
+        "{listed:?}"
+    );
     agent.close().await;
 
     // Every gateway down: the first one's cause is reported, still at once.

@@ -229,7 +229,9 @@ fn report_error(code: &str, message: &str) -> anyhow::Result<()> {
 pub fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let tls = Some(ioap_client::tls_client_config(&args.agent.ca_certs)?);
-        let directory = Directory::new(args.agent.primary_gateway(), tls)?;
+        let alternates = args.agent.gateway.get(1..).unwrap_or_default();
+        let directory =
+            Directory::new(args.agent.primary_gateway(), tls)?.with_alternates(alternates)?;
         let agents = match &args.capability {
             Some(capability) => directory.with_capability(capability).await?,
             None => directory.agents().await?,
