@@ -524,4 +524,50 @@ mod tests {
         assert!(parse(&["--max-frame-bytes", "10"]).resolve().is_err());
         assert!(Settings::try_parse_from(["ioap-gateway", "--tls-cert", "x"]).is_err());
     }
+
+    #[test]
+    fn cluster_proxy_and_turn_settings_are_checked() {
+        let refused = |args: &[&str], naming: &str| {
+            let error = parse(args).resolve().expect_err("refused");
+            assert!(format!("{error:#}").contains(naming), "{args:?}: {error:#}");
+        };
+        refused(&["--trusted-proxy", "not-an-address"], "not-an-address");
+        refused(&["--redis-url", "http://x", "--node-id", "n1"], "redis://");
+        refused(
+            &["--redis-url", "redis://127.0.0.1", "--node-id", "a/b"],
+            "a/b",
+        );
+        refused(&["--turn-secret", "s"], "--turn-url");
+        refused(
+            &["--turn-url", "http://turn", "--turn-secret", "s"],
+            "http://turn",
+        );
+        refused(
+            &[
+                "--turn-url",
+                "turn:t:3478",
+                "--turn-secret",
+                "s",
+                "--turn-ttl-secs",
+                "0",
+            ],
+            "lifetime",
+        );
+        let (config, _) = parse(&[
+            "--trusted-proxy",
+            "10.0.0.0/8,192.0.2.1",
+            "--turn-url",
+            "turn:t:3478",
+            "--turn-secret",
+            "s",
+            "--redis-url",
+            "redis://127.0.0.1:6379/2",
+        ])
+        .resolve()
+        .expect("valid");
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.turn.map(|turn| turn.ttl.as_secs()), Some(21_600));
+        let node = config.cluster.expect("cluster").node_id;
+        assert!(crate::cluster::store::valid_node_id(&node), "{node}");
+    }
 }

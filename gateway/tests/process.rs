@@ -145,13 +145,8 @@ async fn sigterm_drains_health_503_and_refuses_registrations_then_closes_with_10
     let url = format!("ws://{}/ws", process.address);
     let health = format!("http://{}/health", process.address);
     let identity = Identity::generate().expect("rng");
-    let mut ws = connect(&url).await;
-    let (_, register) = answer_challenge(&mut ws, &url, &identity, &Advertisement::default()).await;
-    send_text(&mut ws, register.as_str()).await;
-    register
-        .handshake
-        .on_reply(&next_envelope(&mut ws).await)
-        .expect("registered");
+    let agent = register_as(&url, identity.clone(), Advertisement::default()).await;
+    let mut ws = agent.ws;
     let before = http().get(&health).send().await.expect("health");
     assert_eq!(before.status(), 200);
 
@@ -212,14 +207,7 @@ async fn a_sessions_log_lines_carry_its_remote_address_and_did_at_the_top_level_
     let process = spawn(&["--listen", "127.0.0.1:0", "--log-level", "info"], &[]);
     let url = format!("ws://{}/ws", process.address);
     let identity = Identity::generate().expect("rng");
-    let mut ws = connect(&url).await;
-    let (_, register) = answer_challenge(&mut ws, &url, &identity, &Advertisement::default()).await;
-    send_text(&mut ws, register.as_str()).await;
-    register
-        .handshake
-        .on_reply(&next_envelope(&mut ws).await)
-        .expect("registered");
-    drop(ws);
+    drop(register_as(&url, identity.clone(), Advertisement::default()).await);
     let did = identity.did().to_string();
     let line = loop {
         let line = process
