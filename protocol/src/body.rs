@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::json::{JsonError, check_safe_f64, check_safe_u64, check_value_at};
 use crate::payload::{
     Cancel, Challenge, Credit, ErrorPayload, ExecRequest, ExecResponse, Features, IceCandidate,
-    Intent, InvalidPayload, Ping, Register, Registered, SessionDescription, Unregister, Validate,
+    Intent, InvalidPayload, Ping, Register, Registered, RelayAccept, RelayClose, RelayData,
+    RelayOpen, SessionDescription, Unregister, Validate,
 };
 
 macro_rules! message_types {
@@ -75,6 +76,14 @@ message_types! {
     Credit => "CREDIT",
     /// Peer → peer (1.1): the caller stopped waiting for a request.
     Cancel => "CANCEL",
+    /// Peer → peer via gateway (1.2): open a gateway-relayed link.
+    RelayOpen => "RELAY_OPEN",
+    /// Peer → peer via gateway (1.2): accept a gateway-relayed link.
+    RelayAccept => "RELAY_ACCEPT",
+    /// Peer → peer via gateway (1.2): one encrypted record of a gateway-relayed link.
+    RelayData => "RELAY_DATA",
+    /// Peer → peer via gateway (1.2): the sender ended a gateway-relayed link.
+    RelayClose => "RELAY_CLOSE",
 }
 
 /// A `type` string that names no message type.
@@ -144,6 +153,14 @@ pub enum Body {
     Credit(Credit),
     /// CANCEL (1.1).
     Cancel(Cancel),
+    /// RELAY_OPEN (1.2).
+    RelayOpen(RelayOpen),
+    /// RELAY_ACCEPT (1.2).
+    RelayAccept(RelayAccept),
+    /// RELAY_DATA (1.2).
+    RelayData(RelayData),
+    /// RELAY_CLOSE (1.2).
+    RelayClose(RelayClose),
 }
 
 impl Body {
@@ -166,6 +183,10 @@ impl Body {
             Body::Features(_) => MessageType::Features,
             Body::Credit(_) => MessageType::Credit,
             Body::Cancel(_) => MessageType::Cancel,
+            Body::RelayOpen(_) => MessageType::RelayOpen,
+            Body::RelayAccept(_) => MessageType::RelayAccept,
+            Body::RelayData(_) => MessageType::RelayData,
+            Body::RelayClose(_) => MessageType::RelayClose,
         }
     }
 
@@ -189,6 +210,10 @@ impl Body {
             Body::Features(p) => to(p),
             Body::Credit(p) => to(p),
             Body::Cancel(p) => to(p),
+            Body::RelayOpen(p) => to(p),
+            Body::RelayAccept(p) => to(p),
+            Body::RelayData(p) => to(p),
+            Body::RelayClose(p) => to(p),
         }
     }
 
@@ -228,6 +253,10 @@ impl Body {
             Body::ExecResponse(p) => p.validate(),
             Body::Features(p) => p.validate(),
             Body::Credit(p) => p.validate(),
+            Body::RelayOpen(p) => p.validate(),
+            Body::RelayAccept(p) => p.validate(),
+            Body::RelayData(p) => p.validate(),
+            Body::RelayClose(p) => p.validate(),
             _ => Ok(()),
         }?;
         self.check_limits()
@@ -270,6 +299,7 @@ impl Body {
                 None => Ok(()),
             },
             Body::Ping(p) | Body::Pong(p) => limit(check_safe_u64(p.sequence)),
+            Body::RelayData(p) => limit(check_safe_u64(p.seq)),
             Body::Challenge(_)
             | Body::Unregister(_)
             | Body::Offer(_)
@@ -277,7 +307,10 @@ impl Body {
             | Body::IceCandidate(_)
             | Body::Features(_)
             | Body::Credit(_)
-            | Body::Cancel(_) => Ok(()),
+            | Body::Cancel(_)
+            | Body::RelayOpen(_)
+            | Body::RelayAccept(_)
+            | Body::RelayClose(_) => Ok(()),
         }
     }
 }
@@ -301,6 +334,10 @@ fn read<'de, D: Deserializer<'de>>(ty: MessageType, d: D) -> Result<Body, D::Err
         MessageType::Features => Body::Features(Deserialize::deserialize(d)?),
         MessageType::Credit => Body::Credit(Deserialize::deserialize(d)?),
         MessageType::Cancel => Body::Cancel(Deserialize::deserialize(d)?),
+        MessageType::RelayOpen => Body::RelayOpen(Deserialize::deserialize(d)?),
+        MessageType::RelayAccept => Body::RelayAccept(Deserialize::deserialize(d)?),
+        MessageType::RelayData => Body::RelayData(Deserialize::deserialize(d)?),
+        MessageType::RelayClose => Body::RelayClose(Deserialize::deserialize(d)?),
     })
 }
 

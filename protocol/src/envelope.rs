@@ -244,6 +244,9 @@ pub(crate) fn needs_correlation(ty: MessageType) -> bool {
             | MessageType::Pong
             | MessageType::Credit
             | MessageType::Cancel
+            | MessageType::RelayAccept
+            | MessageType::RelayData
+            | MessageType::RelayClose
     )
 }
 

@@ -43,6 +43,7 @@ pub mod identity;
 pub mod json;
 pub mod message_id;
 pub mod payload;
+pub mod relay;
 pub mod replay;
 #[cfg(any(test, feature = "samples"))]
 pub mod samples;

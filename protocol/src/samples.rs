@@ -11,7 +11,8 @@ use crate::message_id::MessageId;
 use crate::payload::{
     Cancel, Capability, Challenge, Cost, Credit, ErrorPayload, ExecRequest, ExecResponse,
     ExecStatus, FEATURE_CANCEL, FEATURE_FLOW, Features, IceCandidate, Intent, IntentReply,
-    IntentStatus, Ping, Register, Registered, SessionDescription, Unregister,
+    IntentStatus, Ping, Register, Registered, RelayAccept, RelayClose, RelayData, RelayOpen,
+    SessionDescription, Unregister,
 };
 use crate::timestamp::Timestamp;
 
@@ -148,6 +149,19 @@ pub fn example_body(ty: MessageType) -> Body {
         MessageType::Credit => Body::Credit(Credit { parts: 16 }),
         MessageType::Cancel => Body::Cancel(Cancel {
             reason: Some("the caller stopped waiting".into()),
+        }),
+        MessageType::RelayOpen => Body::RelayOpen(RelayOpen {
+            key: "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo".into(),
+        }),
+        MessageType::RelayAccept => Body::RelayAccept(RelayAccept {
+            key: "3p7bfXt9wbTTW2HC7OQ1Nz-DQ8hbeGdNrfx-FG-IK08".into(),
+        }),
+        MessageType::RelayData => Body::RelayData(RelayData {
+            seq: 0,
+            data: "Qm9yZWFsaXMgc2VhbGVkIHJlY29yZCwgZmxhZyBhbmQgdGFn".into(),
+        }),
+        MessageType::RelayClose => Body::RelayClose(RelayClose {
+            reason: Some("the agent closed".into()),
         }),
     }
 }

@@ -255,10 +255,15 @@ impl ErrorPayload {
 mod exec;
 mod intent;
 mod link;
+mod relay;
 
 pub use exec::{ExecRequest, ExecResponse, ExecStatus};
 pub use intent::{Cost, Intent, IntentQuery, IntentReply, IntentStatus, IntentTask};
 pub use link::{Cancel, Credit, FEATURE_CANCEL, FEATURE_FLOW, Features, MAX_FEATURES, MAX_WINDOW};
+pub use relay::{
+    MAX_RELAY_CHUNK, MAX_RELAY_DATA_CHARS, RELAY_KEY_CHARS, RelayAccept, RelayClose, RelayData,
+    RelayOpen, decode_relay_key,
+};
 
 #[cfg(test)]
 mod tests {
