@@ -48,7 +48,18 @@ pub struct GatewayConfig {
     /// Frames queued for one session before relays to it are refused with RECEIVER_BUSY.
     pub queue_capacity: usize,
     /// Frames per second one registered DID may send (0: unlimited); burst is twice that.
+    /// Records of gateway-relayed links do not count (see `relay_bytes_per_did`).
     pub rate_per_did: u32,
+    /// Bytes per second of gateway-relayed link records (PROTOCOL_DESIGN.md §11.5) one
+    /// registered DID may send; burst twice that, at least two frames. 0 turns gateway relay
+    /// off (the RELAY_* types are refused with NOT_RELAYED).
+    pub relay_bytes_per_did: u32,
+    /// Bytes per second of relayed records the whole gateway carries (0: no gateway-wide
+    /// cap); burst twice that, at least two frames.
+    pub relay_bytes_total: u32,
+    /// Relayed records queued for one session before more get RECEIVER_BUSY (a lane apart
+    /// from `queue_capacity`, written after any signaling waiting).
+    pub relay_queue_capacity: usize,
     /// Frames per second all sessions from one IP address may send (0: unlimited); burst is
     /// twice that.
     pub rate_per_ip: u32,
@@ -148,6 +159,9 @@ impl Default for GatewayConfig {
             max_connections_per_ip: 1_024,
             queue_capacity: 64,
             rate_per_did: 200,
+            relay_bytes_per_did: 1024 * 1024,
+            relay_bytes_total: 64 * 1024 * 1024,
+            relay_queue_capacity: 128,
             rate_per_ip: 20_000,
             registrations_per_ip_per_min: 1_200,
             max_consecutive_malformed: 16,
@@ -182,6 +196,10 @@ impl GatewayConfig {
         );
         anyhow::ensure!(self.max_connections > 0, "max connections must be > 0");
         anyhow::ensure!(self.queue_capacity > 0, "queue capacity must be > 0");
+        anyhow::ensure!(
+            self.relay_queue_capacity > 0,
+            "relay queue capacity must be > 0"
+        );
         anyhow::ensure!(
             self.nonce_ttl <= Duration::from_secs(60),
             "nonce lifetime must be at most 60 s"

@@ -1,5 +1,5 @@
-//! Rate limits (token buckets from `governor`): frames per DID, frames per IP, and
-//! registrations per IP.
+//! Rate limits (token buckets from `governor`): frames per DID, frames per IP,
+//! registrations per IP, and the bytes of gateway-relayed links per DID and in all.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -29,6 +29,17 @@ pub struct Limits {
     per_did: Option<Quota>,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     registrations: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    relay_per_did: Option<Quota>,
+    relay_total: Option<DefaultDirectRateLimiter>,
+}
+
+/// A byte budget of `rate` per second with a burst of twice that, and at least two frames of
+/// `max_frame` bytes (one frame must always fit).
+fn bytes_per_second(rate: u32, max_frame: usize) -> Option<Quota> {
+    let rate = NonZeroU32::new(rate)?;
+    let frames = u32::try_from(max_frame.saturating_mul(2)).unwrap_or(u32::MAX);
+    let burst = NonZeroU32::new(rate.get().saturating_mul(2).max(frames))?;
+    Some(Quota::per_second(rate).allow_burst(burst))
 }
 
 fn per_second_with_double_burst(rate: u32) -> Option<Quota> {
@@ -46,7 +57,41 @@ impl Limits {
             per_ip: per_second_with_double_burst(config.rate_per_ip).map(RateLimiter::keyed),
             registrations: NonZeroU32::new(config.registrations_per_ip_per_min)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            relay_per_did: bytes_per_second(config.relay_bytes_per_did, config.max_frame_bytes),
+            relay_total: bytes_per_second(config.relay_bytes_total, config.max_frame_bytes)
+                .map(RateLimiter::direct),
         }
+    }
+
+    /// Whether gateway relay is offered (a per-DID relay budget is configured).
+    pub fn relay_offered(&self) -> bool {
+        self.relay_per_did.is_some()
+    }
+
+    /// A fresh relay byte bucket for a new session (`None`: relay is off).
+    pub fn relay_limiter(&self) -> Option<DefaultDirectRateLimiter> {
+        self.relay_per_did.map(RateLimiter::direct)
+    }
+
+    /// Takes a relayed record of `bytes` from the session's relay budget and then the
+    /// gateway's, or says how long to wait for room.
+    pub fn take_relay(
+        &self,
+        session: Option<&DefaultDirectRateLimiter>,
+        bytes: usize,
+    ) -> Result<(), Duration> {
+        let Some(cells) = NonZeroU32::new(u32::try_from(bytes).unwrap_or(u32::MAX)) else {
+            return Ok(());
+        };
+        for limiter in [session, self.relay_total.as_ref()].into_iter().flatten() {
+            match limiter.check_n(cells) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => return Err(not_until.wait_time_from(self.clock.now())),
+                // Larger than any burst: cannot happen, a burst holds two of the largest frames.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// A fresh per-DID bucket for a new session (`None`: unlimited).
@@ -131,6 +176,55 @@ mod tests {
         for _ in 0..1000 {
             assert!(limits.allow_registration_from(a));
         }
+    }
+
+    #[test]
+    fn relay_bytes_have_their_own_budgets_and_zero_turns_relay_off() {
+        let config = GatewayConfig {
+            relay_bytes_per_did: 100_000,
+            relay_bytes_total: 1_000_000,
+            rate_per_did: 1,
+            ..GatewayConfig::default()
+        };
+        let limits = Limits::new(&config);
+        assert!(limits.relay_offered());
+        let relay = limits.relay_limiter();
+        // Burst: twice the rate (200,000 bytes), which exceeds two 64 KiB frames.
+        assert!(limits.take_relay(relay.as_ref(), 150_000).is_ok());
+        let wait = limits
+            .take_relay(relay.as_ref(), 60_000)
+            .expect_err("over the session's relay budget");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        // The frame budget is untouched by relayed bytes.
+        let frames = limits.session_limiter();
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert!(limits.take_frame(frames.as_ref(), ip).is_ok());
+        // A second session has its own relay budget but shares the gateway's.
+        let other = limits.relay_limiter();
+        assert!(limits.take_relay(other.as_ref(), 150_000).is_ok());
+        let off = Limits::new(&GatewayConfig {
+            relay_bytes_per_did: 0,
+            ..GatewayConfig::default()
+        });
+        assert!(!off.relay_offered());
+        assert!(off.relay_limiter().is_none());
+    }
+
+    #[test]
+    fn the_gateway_wide_relay_budget_is_shared() {
+        let limits = Limits::new(&GatewayConfig {
+            relay_bytes_per_did: 1_000_000,
+            relay_bytes_total: 70_000,
+            ..GatewayConfig::default()
+        });
+        let (a, b) = (limits.relay_limiter(), limits.relay_limiter());
+        // Burst of the total: two 64 KiB frames (131,072 bytes).
+        assert!(limits.take_relay(a.as_ref(), 65_536).is_ok());
+        assert!(limits.take_relay(b.as_ref(), 65_536).is_ok());
+        assert!(limits.take_relay(b.as_ref(), 65_536).is_err());
     }
 
     #[test]

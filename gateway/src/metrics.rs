@@ -25,6 +25,11 @@ pub const AGENTS_REGISTERED: &str = "ioap_gateway_registered_agents";
 pub const REGISTRATIONS: &str = "ioap_gateway_registrations_total";
 /// Relayed frames by `type` (counter).
 pub const RELAYED: &str = "ioap_gateway_relayed_messages_total";
+/// Bytes of gateway-relayed link records relayed (RELAY_DATA frames, PROTOCOL_DESIGN.md
+/// §11.5) (counter).
+pub const RELAYED_LINK_BYTES: &str = "ioap_gateway_relayed_link_bytes_total";
+/// Times a session's relayed-link record waited for the relay byte budget (counter).
+pub const RELAY_WAITS: &str = "ioap_gateway_relay_waits_total";
 /// ERRORs sent by the gateway, by `code` (counter).
 pub const ERRORS: &str = "ioap_gateway_errors_total";
 /// Relays refused because the receiver's queue was full (counter).
@@ -160,6 +165,8 @@ fn register_at_zero() {
         CONNECTIONS_REFUSED,
         QUEUE_OVERFLOWS,
         REDIS_ERRORS,
+        RELAYED_LINK_BYTES,
+        RELAY_WAITS,
     ] {
         counter!(name).absolute(0);
     }
@@ -186,6 +193,15 @@ fn describe() {
     metrics::describe_gauge!(AGENTS_REGISTERED, "Registered agents");
     metrics::describe_counter!(REGISTRATIONS, "Registration attempts by result and reason");
     metrics::describe_counter!(RELAYED, "Relayed signaling frames by type");
+    metrics::describe_counter!(
+        RELAYED_LINK_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of gateway-relayed link records (RELAY_DATA) relayed"
+    );
+    metrics::describe_counter!(
+        RELAY_WAITS,
+        "Relayed-link records delayed by the byte budget"
+    );
     metrics::describe_counter!(ERRORS, "ERROR messages sent, by code");
     metrics::describe_counter!(QUEUE_OVERFLOWS, "Relays refused: receiver queue full");
     metrics::describe_counter!(DISCONNECTS, "Sessions closed, by reason");
@@ -253,6 +269,16 @@ pub fn error_sent(code: ErrorCode) {
 /// A relay was refused because the receiver's queue was full.
 pub fn queue_overflow() {
     counter!(QUEUE_OVERFLOWS).increment(1);
+}
+
+/// A RELAY_DATA frame of `bytes` was relayed.
+pub fn relayed_link_bytes(bytes: usize) {
+    counter!(RELAYED_LINK_BYTES).increment(bytes as u64);
+}
+
+/// A relayed-link record waited for the relay byte budget.
+pub fn relay_wait() {
+    counter!(RELAY_WAITS).increment(1);
 }
 
 /// A relayed frame reached its receiver's socket after `elapsed`.

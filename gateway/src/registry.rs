@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use ioap_protocol::payload::Capability;
-use ioap_protocol::{Did, Timestamp};
+use ioap_protocol::{Did, MessageType, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,15 @@ pub struct AgentRecord {
     /// Whether `/agents` lists it.
     pub listed: bool,
     queue: mpsc::Sender<Outbound>,
+    relay_lane: Option<mpsc::Sender<Outbound>>,
     replaced: CancellationToken,
+}
+
+fn try_push(queue: &mpsc::Sender<Outbound>, frame: Outbound) -> Result<(), PushError> {
+    queue.try_send(frame).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => PushError::Full,
+        mpsc::error::TrySendError::Closed(_) => PushError::Gone,
+    })
 }
 
 impl AgentRecord {
@@ -81,16 +89,30 @@ impl AgentRecord {
             capabilities,
             listed,
             queue,
+            relay_lane: None,
             replaced,
+        }
+    }
+
+    /// Gives the records of gateway-relayed links a queue of their own (without it they share
+    /// the signaling queue).
+    pub fn with_relay_lane(mut self, lane: mpsc::Sender<Outbound>) -> Self {
+        self.relay_lane = Some(lane);
+        self
+    }
+
+    /// Queues a frame of type `ty` for this agent without waiting, in the lane for its type:
+    /// relayed-link records apart from signaling (PROTOCOL_DESIGN.md §11.5).
+    pub fn push_typed(&self, ty: MessageType, frame: Outbound) -> Result<(), PushError> {
+        match &self.relay_lane {
+            Some(lane) if crate::routing::is_relay_type(ty) => try_push(lane, frame),
+            _ => self.push(frame),
         }
     }
 
     /// Queues a frame for this agent without waiting.
     pub fn push(&self, frame: Outbound) -> Result<(), PushError> {
-        self.queue.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => PushError::Full,
-            mpsc::error::TrySendError::Closed(_) => PushError::Gone,
-        })
+        try_push(&self.queue, frame)
     }
 
     /// Tells the session to close with SESSION_REPLACED (a newer session holds the DID).

@@ -14,8 +14,12 @@ pub enum Action {
         to: Did,
         /// The frame's type (for metrics).
         ty: MessageType,
-        /// The frame's id (to correlate UNKNOWN_AGENT / RECEIVER_BUSY).
+        /// The frame's id.
         id: MessageId,
+        /// What an ERROR about the frame (UNKNOWN_AGENT, RECEIVER_BUSY, …) correlates to:
+        /// the frame's id, or for the records of a gateway-relayed link the link's id
+        /// (PROTOCOL_DESIGN.md §11.5).
+        answer_to: MessageId,
     },
     /// Answer a PING addressed to the gateway.
     Pong {
@@ -52,6 +56,19 @@ pub struct SessionView<'a> {
     pub gateway: &'a Did,
     /// Whether relayed frames' signatures are checked.
     pub verify_relayed: bool,
+    /// Whether gateway-relayed links (the RELAY_* types) are offered.
+    pub relay_offered: bool,
+}
+
+/// Whether `ty` belongs to a gateway-relayed link (PROTOCOL_DESIGN.md §11.5).
+pub fn is_relay_type(ty: MessageType) -> bool {
+    matches!(
+        ty,
+        MessageType::RelayOpen
+            | MessageType::RelayAccept
+            | MessageType::RelayData
+            | MessageType::RelayClose
+    )
 }
 
 /// Decides what to do with a text frame from a registered session.
@@ -95,10 +112,24 @@ pub fn route(frame: &str, session: SessionView<'_>) -> Action {
             "an agent does not signal itself".into(),
         );
     }
-    if !matches!(
+    let signaling = matches!(
         ty,
         MessageType::Offer | MessageType::Answer | MessageType::IceCandidate
-    ) {
+    );
+    let relayed_link = is_relay_type(ty);
+    if relayed_link && !session.relay_offered {
+        let id = if ty == MessageType::RelayOpen {
+            header.id
+        } else {
+            header.correlation_id.unwrap_or(header.id)
+        };
+        return Action::Reject {
+            code: ErrorCode::NotRelayed,
+            message: "this gateway does not offer gateway relay (PROTOCOL_DESIGN.md §11.5)".into(),
+            id: Some(id),
+        };
+    }
+    if !signaling && !relayed_link {
         return reject(
             ErrorCode::NotRelayed,
             format!("the gateway relays only OFFER, ANSWER and ICE_CANDIDATE, not {ty}"),
@@ -113,10 +144,15 @@ pub fn route(frame: &str, session: SessionView<'_>) -> Action {
             Ok(_) => {}
         }
     }
+    let answer_to = match (relayed_link, ty) {
+        (true, MessageType::RelayOpen) | (false, _) => header.id,
+        (true, _) => header.correlation_id.unwrap_or(header.id),
+    };
     Action::Relay {
         to,
         ty,
         id: header.id,
+        answer_to,
     }
 }
 
@@ -194,6 +230,7 @@ mod tests {
                 known: &|_| None,
                 gateway: &self.gateway,
                 verify_relayed,
+                relay_offered: true,
             }
         }
     }
@@ -378,5 +415,35 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn relayed_link_records_are_relayed_and_errors_name_the_link() {
+        let f = Fixture::new(alice().did());
+        let open = ioap_protocol::samples::example_envelope(MessageType::RelayOpen).1;
+        let frame = open.sign(&alice()).expect("sign").into_string();
+        assert!(matches!(
+            route(&frame, f.view(false)),
+            Action::Relay { ty: MessageType::RelayOpen, id, answer_to, .. } if id == answer_to
+        ));
+        let (_, mut data) = ioap_protocol::samples::example_envelope(MessageType::RelayData);
+        let link = MessageId::random();
+        data.correlation_id = Some(link);
+        let frame = data.sign(&alice()).expect("sign").into_string();
+        assert!(matches!(
+            route(&frame, f.view(false)),
+            Action::Relay { ty: MessageType::RelayData, answer_to, .. } if answer_to == link
+        ));
+        let off = SessionView {
+            relay_offered: false,
+            ..f.view(false)
+        };
+        assert!(matches!(
+            route(&frame, off),
+            Action::Reject { code: ErrorCode::NotRelayed, id: Some(id), .. } if id == link
+        ));
+        // Signaling is relayed whether or not relay is offered.
+        let offer = signed(&alice(), bob().did(), offer());
+        assert!(matches!(route(&offer, off), Action::Relay { .. }));
     }
 }

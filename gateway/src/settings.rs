@@ -76,6 +76,14 @@ pub struct Settings {
     /// Frames per second per registered DID, burst twice that; 0 = unlimited [default: 200].
     #[arg(long, env = "IOAP_RATE_PER_DID", value_name = "N")]
     pub rate_per_did: Option<u32>,
+    /// Bytes per second of gateway-relayed links one agent may send (burst twice that);
+    /// 0 turns gateway relay off [default: 1048576].
+    #[arg(long, env = "IOAP_RELAY_BYTES_PER_DID", value_name = "BYTES")]
+    pub relay_bytes_per_did: Option<u32>,
+    /// Bytes per second of gateway-relayed links the whole gateway carries; 0 = no cap
+    /// [default: 67108864].
+    #[arg(long, env = "IOAP_RELAY_BYTES_TOTAL", value_name = "BYTES")]
+    pub relay_bytes_total: Option<u32>,
     /// Frames per second per client IP, burst twice that; 0 = unlimited [default: 20000].
     #[arg(long, env = "IOAP_RATE_PER_IP", value_name = "N")]
     pub rate_per_ip: Option<u32>,
@@ -231,6 +239,10 @@ file_settings! {
     rate_per_did: u32,
     /// Frames per second per IP address.
     rate_per_ip: u32,
+    /// Relayed bytes per second per DID (0: relay off).
+    relay_bytes_per_did: u32,
+    /// Relayed bytes per second, whole gateway.
+    relay_bytes_total: u32,
     /// Registrations per IP address per minute.
     registrations_per_ip_per_min: u32,
     /// Seconds over the own rate limit before 4006.
@@ -277,6 +289,8 @@ impl FileSettings {
             queue_capacity: Some(config.queue_capacity),
             rate_per_did: Some(config.rate_per_did),
             rate_per_ip: Some(config.rate_per_ip),
+            relay_bytes_per_did: Some(config.relay_bytes_per_did),
+            relay_bytes_total: Some(config.relay_bytes_total),
             registrations_per_ip_per_min: Some(config.registrations_per_ip_per_min),
             flood_close_after_secs: secs(config.flood_close_after),
             drain_secs: secs(config.drain_time),
@@ -411,6 +425,11 @@ impl FileSettings {
             queue_capacity: self.queue_capacity.unwrap_or(defaults.queue_capacity),
             rate_per_did: self.rate_per_did.unwrap_or(defaults.rate_per_did),
             rate_per_ip: self.rate_per_ip.unwrap_or(defaults.rate_per_ip),
+            relay_bytes_per_did: self
+                .relay_bytes_per_did
+                .unwrap_or(defaults.relay_bytes_per_did),
+            relay_bytes_total: self.relay_bytes_total.unwrap_or(defaults.relay_bytes_total),
+            relay_queue_capacity: defaults.relay_queue_capacity,
             registrations_per_ip_per_min: self
                 .registrations_per_ip_per_min
                 .unwrap_or(defaults.registrations_per_ip_per_min),

@@ -285,7 +285,8 @@ impl Cluster {
 
     /// Sends a frame to `to` on whichever node holds it. `Ok` means that node received it (it
     /// answers with a bounce if it cannot deliver); UNKNOWN_AGENT when no live node holds
-    /// `to`; ROUTE_UNAVAILABLE when Redis cannot be reached.
+    /// `to`; ROUTE_UNAVAILABLE when Redis cannot be reached. `id` is what a bounce's ERROR
+    /// correlates to (the frame's id, or a relayed link's id).
     pub async fn relay(
         &self,
         to: &str,

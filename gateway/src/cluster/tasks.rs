@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
-use ioap_protocol::{ErrorCode, MessageId};
+use ioap_protocol::{ErrorCode, MessageId, MessageType};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -265,12 +265,16 @@ async fn on_bus_message(state: &GatewayState, cluster: &Cluster, text: &str) {
             frame,
         } => {
             metrics::cluster_relay("in");
+            let lane = ty.parse::<MessageType>().unwrap_or(MessageType::Offer);
             let pushed = match state.registry.get(to) {
                 Some(record) => record
-                    .push(Outbound {
-                        text: Utf8Bytes::from(frame),
-                        received_at: None,
-                    })
+                    .push_typed(
+                        lane,
+                        Outbound {
+                            text: Utf8Bytes::from(frame),
+                            received_at: None,
+                        },
+                    )
                     .map_err(|e| match e {
                         PushError::Full => {
                             metrics::queue_overflow();

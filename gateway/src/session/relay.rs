@@ -11,7 +11,7 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use governor::DefaultDirectRateLimiter;
 use ioap_protocol::handshake::Registration;
 use ioap_protocol::payload::Ping;
-use ioap_protocol::{Body, CloseCode, Did, ErrorCode};
+use ioap_protocol::{Body, CloseCode, Did, ErrorCode, MessageType};
 use tokio::sync::mpsc;
 use tokio::time::{Instant as TokioInstant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ use crate::limits::Wait;
 use crate::metrics;
 use crate::refusals::Reason;
 use crate::registry::{AgentRecord, Outbound, PushError};
-use crate::routing::{self, Action, SessionView};
+use crate::routing::{self, Action, SessionView, is_relay_type};
 use crate::state::GatewayState;
 
 /// Most queued frames written before one flush.
@@ -38,8 +38,12 @@ pub(super) struct Session {
     id: u64,
     record: Arc<AgentRecord>,
     queue: mpsc::Receiver<Outbound>,
+    /// Records of gateway-relayed links to this agent, written after signaling.
+    relay_queue: mpsc::Receiver<Outbound>,
     replaced: CancellationToken,
     rate: Option<DefaultDirectRateLimiter>,
+    /// The byte budget of the relayed-link records this agent sends.
+    relay_rate: Option<DefaultDirectRateLimiter>,
     peer_ip: IpAddr,
     malformed_in_a_row: u32,
     throttle: Throttle,
@@ -64,17 +68,21 @@ impl Session {
     ) -> Self {
         let id = state.next_session_id();
         let (tx, queue) = mpsc::channel(state.config.queue_capacity);
+        let (relay_tx, relay_queue) = mpsc::channel(state.config.relay_queue_capacity);
         let replaced = CancellationToken::new();
-        let record = Arc::new(AgentRecord::new(
-            registration.did,
-            id,
-            state.now(),
-            peer.remote,
-            registration.capabilities.clone(),
-            registration.listed,
-            tx,
-            replaced.clone(),
-        ));
+        let record = Arc::new(
+            AgentRecord::new(
+                registration.did,
+                id,
+                state.now(),
+                peer.remote,
+                registration.capabilities.clone(),
+                registration.listed,
+                tx,
+                replaced.clone(),
+            )
+            .with_relay_lane(relay_tx),
+        );
         if let Some(old) = state.registry.insert(Arc::clone(&record)) {
             info!(did = %registration.did, old_session = old.session_id, "older session replaced");
             metrics::unregistered();
@@ -84,8 +92,10 @@ impl Session {
             id,
             record,
             queue,
+            relay_queue,
             replaced,
             rate: state.limits.session_limiter(),
+            relay_rate: state.limits.relay_limiter(),
             peer_ip: peer.remote.ip(),
             malformed_in_a_row: 0,
             throttle: Throttle::new(state.config.flood_close_after),
@@ -153,7 +163,8 @@ impl Session {
                         "a newer session registered this DID", None);
                     return Err(Ending::fail(Disconnect::Replaced, error, CloseCode::SessionReplaced));
                 }
-                Some(out) = self.queue.recv() => self.write_queued(conn, out).await?,
+                Some(out) = self.queue.recv() => self.write_queued(conn, out, false).await?,
+                Some(out) = self.relay_queue.recv() => self.write_queued(conn, out, true).await?,
                 () = &mut budget, if self.waiting.is_some() => {
                     if let Some(text) = self.waiting.take() {
                         self.on_text(conn, text, budget.as_mut()).await?;
@@ -191,11 +202,22 @@ impl Session {
         }
     }
 
-    /// Writes `first` and whatever else is already queued (up to a batch), then flushes once.
-    async fn write_queued(&mut self, conn: &mut Conn, first: Outbound) -> Result<(), Ending> {
+    /// Writes `first` and whatever else is already queued in its lane (up to a batch), then
+    /// flushes once.
+    async fn write_queued(
+        &mut self,
+        conn: &mut Conn,
+        first: Outbound,
+        relay_lane: bool,
+    ) -> Result<(), Ending> {
+        let queue = if relay_lane {
+            &mut self.relay_queue
+        } else {
+            &mut self.queue
+        };
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH_FRAMES {
-            match self.queue.try_recv() {
+            match queue.try_recv() {
                 Ok(more) => batch.push(more),
                 Err(_) => break,
             }
@@ -221,19 +243,35 @@ impl Session {
         Ok(())
     }
 
-    /// One text frame: the rate budget, then routing. Over budget, the frame waits (and the
-    /// socket is not read) until `budget` fires; §10 *Rate limits*.
+    /// One text frame: routing, then the budget its kind spends — relayed-link records the
+    /// relay byte budgets (§11.5), everything else the frame budgets (§10 *Rate limits*). Over
+    /// budget, the frame waits (and the socket is not read) until `budget` fires, and is
+    /// routed again then.
     async fn on_text(
         &mut self,
         conn: &mut Conn,
         text: Utf8Bytes,
-        budget: Pin<&mut Sleep>,
+        mut budget: Pin<&mut Sleep>,
     ) -> Result<(), Ending> {
-        let limiter = self.rate.as_ref();
-        if let Err(wait) = self.state.limits.take_frame(limiter, self.peer_ip) {
+        let arrived = Instant::now();
+        let (action, receiver) = self.route(&text);
+        let relayed_link = matches!(action, Action::Relay { ty, .. } if is_relay_type(ty));
+        if relayed_link {
+            let limiter = self.relay_rate.as_ref();
+            if let Err(wait) = self.state.limits.take_relay(limiter, text.len()) {
+                metrics::relay_wait();
+                self.waiting = Some(text);
+                budget.as_mut().reset(TokioInstant::now() + wait);
+                return Ok(());
+            }
+        } else if let Err(wait) = self
+            .state
+            .limits
+            .take_frame(self.rate.as_ref(), self.peer_ip)
+        {
             return self.wait_for_budget(conn, text, wait, budget).await;
         }
-        match self.handle(conn, text).await? {
+        match self.handle(conn, text, action, receiver, arrived).await? {
             Handled::Ok => self.malformed_in_a_row = 0,
             Handled::Malformed => self.count_malformed()?,
             Handled::Unregister => {
@@ -300,27 +338,36 @@ impl Session {
             known: &known,
             gateway: &self.state.did,
             verify_relayed: self.state.config.verify_relayed,
+            relay_offered: self.state.limits.relay_offered(),
         };
         let action = routing::route(text, view);
         (action, receiver.take())
     }
 
     /// Acts on a frame that passed the rate limits.
-    async fn handle(&self, conn: &mut Conn, text: Utf8Bytes) -> Result<Handled, Ending> {
-        let arrived = Instant::now();
+    async fn handle(
+        &self,
+        conn: &mut Conn,
+        text: Utf8Bytes,
+        action: Action,
+        receiver: Option<Arc<AgentRecord>>,
+        arrived: Instant,
+    ) -> Result<Handled, Ending> {
         let did = self.did();
-        let (action, receiver) = self.route(&text);
         match action {
-            Action::Relay { to, ty, id } => {
+            Action::Relay {
+                to, ty, answer_to, ..
+            } => {
                 let receiver = receiver.filter(|record| record.did == to);
+                let bytes = text.len();
                 let relayed = match (receiver, &self.state.cluster) {
                     (None, Some(cluster)) => {
                         let to = to.to_string();
                         cluster
-                            .relay(&to, &self.record.did_text, id, ty, &text)
+                            .relay(&to, &self.record.did_text, answer_to, ty, &text)
                             .await
                     }
-                    (receiver, _) => relay(receiver, text, arrived),
+                    (receiver, _) => relay(receiver, ty, text, arrived),
                 };
                 if let Err(code) = relayed {
                     let message = match code {
@@ -334,10 +381,13 @@ impl Session {
                         }
                         _ => format!("no agent {to} is registered here"),
                     };
-                    conn.send(self.state.error(Some(did), code, message, Some(id)))
+                    conn.send(self.state.error(Some(did), code, message, Some(answer_to)))
                         .await?;
                 } else {
                     metrics::relayed(ty);
+                    if ty == MessageType::RelayData {
+                        metrics::relayed_link_bytes(bytes);
+                    }
                 }
                 Ok(Handled::Ok)
             }
@@ -367,15 +417,19 @@ impl Session {
 /// Queues the frame's original bytes for the receiver without waiting.
 fn relay(
     receiver: Option<Arc<AgentRecord>>,
+    ty: MessageType,
     text: Utf8Bytes,
     arrived: Instant,
 ) -> Result<(), ErrorCode> {
     let receiver = receiver.ok_or(ErrorCode::UnknownAgent)?;
     receiver
-        .push(Outbound {
-            text,
-            received_at: Some(arrived),
-        })
+        .push_typed(
+            ty,
+            Outbound {
+                text,
+                received_at: Some(arrived),
+            },
+        )
         .map_err(|e| match e {
             PushError::Full => {
                 metrics::queue_overflow();
