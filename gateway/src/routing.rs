@@ -7,6 +7,10 @@ use ioap_protocol::{
 
 /// The gateway's decision about one frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived value on the stack, made once per frame; boxing would allocate per relay"
+)]
 pub enum Action {
     /// Forward the frame's original bytes to `to`.
     Relay {
