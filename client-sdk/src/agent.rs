@@ -133,6 +133,13 @@ impl AgentBuilder {
         self
     }
 
+    /// When links may travel over the gateway instead of a direct WebRTC path
+    /// ([`GatewayRelay`](crate::GatewayRelay); default: fallback when ICE finds no path).
+    pub fn gateway_relay(mut self, mode: crate::GatewayRelay) -> Self {
+        self.links.gateway_relay = mode;
+        self
+    }
+
     /// Changes the gateway connection settings (TLS, reconnection delays, expected DID).
     pub fn gateway_settings(mut self, change: impl FnOnce(&mut GatewayClientConfig)) -> Self {
         change(&mut self.gateway);

@@ -41,6 +41,27 @@ pub struct LinkSettings {
     pub max_links: usize,
     /// Per-link bounds.
     pub limits: LinkLimits,
+    /// Whether links may travel over the gateway when no UDP path exists
+    /// (PROTOCOL_DESIGN.md §11.5).
+    pub gateway_relay: GatewayRelay,
+    /// With [`GatewayRelay::Fallback`]: how long a direct attempt may take before the dialing
+    /// side falls back to the gateway relay (sooner if ICE fails).
+    pub relay_after: Duration,
+}
+
+/// When a link travels over the gateway instead of a direct WebRTC path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum GatewayRelay {
+    /// Direct first; the dialing side falls back to the gateway relay when ICE fails or the
+    /// direct attempt has not opened within [`LinkSettings::relay_after`].
+    #[default]
+    Fallback,
+    /// Direct only: an attempt whose ICE fails ends with CONNECTION_REFUSED; RELAY_OPENs from
+    /// peers are ignored.
+    Never,
+    /// Dial over the gateway relay at once (networks known to block UDP).
+    Always,
 }
 
 impl Default for LinkSettings {
@@ -52,6 +73,8 @@ impl Default for LinkSettings {
             call_timeout: Duration::from_secs(30),
             max_links: 1024,
             limits: LinkLimits::default(),
+            gateway_relay: GatewayRelay::default(),
+            relay_after: Duration::from_secs(3),
         }
     }
 }
@@ -90,6 +113,18 @@ impl LinkSettings {
     /// Sets [`limits`](Self::limits).
     pub fn limits(mut self, limits: LinkLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Sets [`gateway_relay`](Self::gateway_relay).
+    pub fn gateway_relay(mut self, mode: GatewayRelay) -> Self {
+        self.gateway_relay = mode;
+        self
+    }
+
+    /// Sets [`relay_after`](Self::relay_after).
+    pub fn relay_after(mut self, wait: Duration) -> Self {
+        self.relay_after = wait;
         self
     }
 }

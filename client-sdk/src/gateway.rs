@@ -28,6 +28,9 @@ use crate::rtc::IceServer;
 
 /// Outgoing frames waiting for the connection.
 const OUTBOUND_QUEUE: usize = 256;
+/// Records of gateway-relayed links waiting to be written, apart from signaling (whose queue
+/// they must never fill); senders wait for room.
+const RELAY_QUEUE: usize = 64;
 /// Connection events kept for an embedder that does not read them.
 const EVENT_QUEUE: usize = 64;
 /// How long closing waits for the gateway to confirm UNREGISTER.
@@ -165,6 +168,7 @@ pub struct GatewayClient {
     identity: Identity,
     offered: Arc<std::sync::RwLock<Vec<IceServer>>>,
     outbound: mpsc::Sender<String>,
+    relay_outbound: mpsc::Sender<String>,
     state: watch::Receiver<ConnectionState>,
     stop: CancellationToken,
     rejected: Arc<AtomicU64>,
@@ -184,6 +188,7 @@ impl GatewayClient {
     /// Starts connecting (in the background, with retries).
     pub fn start(config: GatewayClientConfig) -> (GatewayClient, GatewayStreams) {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (relay_outbound, relay_outbound_rx) = mpsc::channel(RELAY_QUEUE);
         let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (state_tx, state) = watch::channel(ConnectionState::Connecting);
@@ -195,6 +200,7 @@ impl GatewayClient {
             offered: Arc::clone(&offered),
             config,
             outbound: outbound_rx,
+            relay_outbound: relay_outbound_rx,
             inbound: inbound_tx,
             events: events_tx,
             state: state_tx,
@@ -208,6 +214,7 @@ impl GatewayClient {
                 identity,
                 offered,
                 outbound,
+                relay_outbound,
                 state,
                 stop,
                 rejected,
@@ -262,6 +269,22 @@ impl GatewayClient {
     ) -> Result<MessageId, SendError> {
         let (id, wire) = self.sign(to, body, correlation)?;
         self.outbound
+            .send(wire)
+            .await
+            .map_err(|_| SendError::Closed)?;
+        Ok(id)
+    }
+
+    /// Signs and queues a record of a gateway-relayed link (PROTOCOL_DESIGN.md §11.5) in the
+    /// relay lane, written only while no signaling waits; waits for room.
+    pub(crate) async fn send_relayed(
+        &self,
+        to: Did,
+        body: Body,
+        correlation: Option<MessageId>,
+    ) -> Result<MessageId, SendError> {
+        let (id, wire) = self.sign(to, body, correlation)?;
+        self.relay_outbound
             .send(wire)
             .await
             .map_err(|_| SendError::Closed)?;
@@ -330,6 +353,7 @@ struct Runner {
     config: GatewayClientConfig,
     offered: Arc<std::sync::RwLock<Vec<IceServer>>>,
     outbound: mpsc::Receiver<String>,
+    relay_outbound: mpsc::Receiver<String>,
     inbound: mpsc::Sender<Envelope>,
     events: mpsc::Sender<ConnectionEvent>,
     state: watch::Sender<ConnectionState>,
@@ -490,6 +514,18 @@ impl Runner {
                     return End::Stopped;
                 }
                 Some(wire) = self.outbound.recv() => {
+                    if let Err(error) = ws.send(Message::text(wire)).await {
+                        return End::Lost(None, error.to_string());
+                    }
+                }
+                Some(wire) = self.relay_outbound.recv() => {
+                    // Signaling queued before this record goes first: a RELAY_ACCEPT must
+                    // precede the link's records, and signaling never waits behind them.
+                    while let Ok(signal) = self.outbound.try_recv() {
+                        if let Err(error) = ws.send(Message::text(signal)).await {
+                            return End::Lost(None, error.to_string());
+                        }
+                    }
                     if let Err(error) = ws.send(Message::text(wire)).await {
                         return End::Lost(None, error.to_string());
                     }

@@ -47,6 +47,7 @@ mod link;
 mod machine;
 mod negotiation;
 mod peer;
+mod relayed;
 pub mod rtc;
 mod serve;
 mod table;
@@ -55,7 +56,7 @@ mod verify;
 
 pub use agent::{Agent, AgentBuilder, AgentError};
 pub use connect_error::ConnectError;
-pub use core::LinkSettings;
+pub use core::{GatewayRelay, LinkSettings};
 pub use directory::{AgentInfo, Directory, DirectoryError, Health};
 pub use error::{CallError, SetupError};
 pub use gateway::{

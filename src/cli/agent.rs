@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ioap_client::{
-    Agent, AgentBuilder, AgentError, CallError, Directory, IceServer, StreamItem, demo,
+    Agent, AgentBuilder, AgentError, CallError, Directory, GatewayRelay, IceServer, StreamItem,
+    demo,
 };
 use ioap_protocol::Did;
 use ioap_protocol::payload::Intent;
@@ -34,10 +35,36 @@ pub struct AgentArgs {
     /// stun:HOST:PORT, or turn:USER:PASSWORD@HOST:PORT[?transport=udp|tcp] (also turns:).
     #[arg(long = "ice-server", value_name = "URL", value_parser = parse_ice_server)]
     pub ice_servers: Vec<IceServer>,
+    /// When a link may travel over the gateway, end-to-end encrypted, instead of a direct
+    /// WebRTC path: `fallback` when no direct path opens within 3 s (or ICE fails), `never`,
+    /// or `always` (networks that block UDP).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = RelayMode::Fallback)]
+    pub gateway_relay: RelayMode,
     /// Also trust the CA certificate(s) in this PEM file for wss:// and https:// (repeatable;
     /// the webpki roots stay trusted).
     #[arg(long = "ca-cert", value_name = "FILE", env = "IOAP_CA_CERT")]
     pub ca_certs: Vec<PathBuf>,
+}
+
+/// `--gateway-relay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RelayMode {
+    /// Direct first, the gateway relay when no direct path opens.
+    Fallback,
+    /// Direct only.
+    Never,
+    /// The gateway relay at once.
+    Always,
+}
+
+impl From<RelayMode> for GatewayRelay {
+    fn from(mode: RelayMode) -> Self {
+        match mode {
+            RelayMode::Fallback => GatewayRelay::Fallback,
+            RelayMode::Never => GatewayRelay::Never,
+            RelayMode::Always => GatewayRelay::Always,
+        }
+    }
 }
 
 impl AgentArgs {
@@ -62,7 +89,7 @@ impl AgentArgs {
         for server in &self.ice_servers {
             builder = builder.ice_server(server.clone());
         }
-        builder
+        builder.gateway_relay(self.gateway_relay.into())
     }
 
     /// Registers, or reports why not (`{"error":…}` on stdout, the cause on stderr).

@@ -76,13 +76,22 @@ impl<T> LinkIndex<T> {
                 Some(remote) => *remote,
                 None => return Route::Drop,
             },
-            (Body::Offer(_) | Body::Answer(_) | Body::IceCandidate(_), _) => envelope.from,
+            (
+                Body::Offer(_)
+                | Body::Answer(_)
+                | Body::IceCandidate(_)
+                | Body::RelayOpen(_)
+                | Body::RelayAccept(_)
+                | Body::RelayData(_)
+                | Body::RelayClose(_),
+                _,
+            ) => envelope.from,
             _ => return Route::Drop,
         };
         let has_live_link = self.get(&remote).is_some_and(live);
         match (&envelope.body, has_live_link) {
             (_, true) => Route::Link(remote),
-            (Body::Offer(_), false) => Route::Answer(remote),
+            (Body::Offer(_) | Body::RelayOpen(_), false) => Route::Answer(remote),
             _ => Route::Drop,
         }
     }

@@ -87,6 +87,9 @@ pub enum CandidateKind {
     Prflx,
     /// An address on a TURN server that relays for the agent.
     Relay,
+    /// No ICE candidate: the link travels over the agents' gateway sessions
+    /// (PROTOCOL_DESIGN.md §11.5).
+    Gateway,
 }
 
 /// How a link travels: the pair of candidates ICE selected.
@@ -149,12 +152,15 @@ pub enum PathKind {
     Punched,
     /// Through a TURN server.
     Turn,
+    /// Over both agents' gateway sessions, end-to-end encrypted (no UDP path was found).
+    Gateway,
 }
 
 impl LinkPath {
     /// Direct, punched through NAT, or relayed by TURN.
     pub fn kind(&self) -> PathKind {
         match (self.local, self.remote) {
+            (CandidateKind::Gateway, _) | (_, CandidateKind::Gateway) => PathKind::Gateway,
             (CandidateKind::Relay, _) | (_, CandidateKind::Relay) => PathKind::Turn,
             (CandidateKind::Srflx, _) | (_, CandidateKind::Srflx) => PathKind::Punched,
             // Host or peer-reflexive: the addresses the sockets see. A LAN peer's host address
@@ -170,6 +176,9 @@ impl std::fmt::Display for LinkPath {
             PathKind::Direct => "direct",
             PathKind::Punched => "direct through NAT",
             PathKind::Turn => "relayed by TURN",
+            PathKind::Gateway => {
+                return write!(f, "relayed by the gateway (encrypted end to end)");
+            }
         };
         write!(
             f,

@@ -20,10 +20,13 @@ use crate::error::{CallError, SetupError};
 use crate::link::{Command, LinkHandle};
 use crate::machine::{CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, PartStatus};
 use crate::negotiation::{Negotiation, Step};
+use crate::relayed::Relayed;
 use crate::rtc::{Candidate, RtcEvent, RtcPeer, RtcState};
 use crate::serve::spawn_handler;
 use crate::table::{Claim, LinkStatus, NewLink};
 use crate::verify::PeerVerifier;
+
+mod relay;
 
 /// How a driver begins.
 enum Start {
@@ -41,6 +44,12 @@ struct Attempt {
     events: mpsc::Receiver<RtcEvent>,
     machine: LinkMachine,
     verifier: PeerVerifier,
+    /// We sent the attempt's OFFER (or RELAY_OPEN): ours to fall back to the gateway relay.
+    offered: bool,
+    /// When the attempt began.
+    started: std::time::Instant,
+    /// The attempt travels over the gateway relay (PROTOCOL_DESIGN.md §11.5).
+    relayed: Option<Relayed>,
 }
 
 struct Driver {
@@ -64,6 +73,8 @@ enum Input {
     Rtc(Option<RtcEvent>),
     Command(Command),
     Timeout,
+    /// The direct attempt took too long: fall back to the gateway relay.
+    RelayNow,
 }
 
 /// The link to `remote`: the live one, or a new one whose task starts now.
@@ -117,7 +128,11 @@ async fn run(core: Arc<AgentCore>, remote: Did, start: Start, new: NewLink) {
         driver.fail(end);
     }
     driver.flush().await;
-    while let Some(attempt) = driver.attempt.as_mut() {
+    loop {
+        let relay_at = driver.relay_deadline().map(Instant::from_std);
+        let Some(attempt) = driver.attempt.as_mut() else {
+            break;
+        };
         let timeout = attempt.machine.poll_timeout().map(Instant::from_std);
         let input = tokio::select! {
             () = core.stop.cancelled() => Input::Stop,
@@ -125,17 +140,25 @@ async fn run(core: Arc<AgentCore>, remote: Did, start: Start, new: NewLink) {
             event = attempt.events.recv() => Input::Rtc(event),
             Some(command) = commands.recv() => Input::Command(command),
             () = sleep_until(timeout) => Input::Timeout,
+            () = sleep_until(relay_at) => Input::RelayNow,
         };
         let outcome = match input {
             Input::Stop | Input::Signal(None) => Err(LinkEnd::ShuttingDown),
             Input::Signal(Some(envelope)) => driver.on_signal(envelope).await,
+            // ICE found no path: the dialing side falls back to the gateway relay.
+            Input::Rtc(Some(RtcEvent::State(RtcState::Failed))) if driver.may_relay() => {
+                driver.start_relay().await
+            }
             Input::Rtc(Some(event)) => driver.on_rtc(event),
             Input::Rtc(None) => Err(LinkEnd::Failed(lost("the peer connection ended"))),
             Input::Command(command) => driver.on_command(command).await,
             Input::Timeout => {
-                attempt.machine.handle_timeout(now());
+                if let Some(attempt) = driver.attempt.as_mut() {
+                    attempt.machine.handle_timeout(now());
+                }
                 Ok(())
             }
+            Input::RelayNow => driver.start_relay().await,
         };
         if let Err(end) = outcome {
             driver.fail(end);
@@ -182,6 +205,11 @@ impl Driver {
 
     /// Starts an attempt as the offerer.
     async fn dial(&mut self) -> Result<(), CallError> {
+        if self.core.settings.gateway_relay == crate::GatewayRelay::Always {
+            let (relayed, (rtc, events)) = Relayed::open(&self.core, self.remote)?;
+            self.begin_relayed(relayed, rtc, events, true);
+            return Ok(());
+        }
         let offered = self.core.gateway.offered_ice_servers();
         let (rtc, events) = self.core.engine.peer(&offered).await.map_err(setup_rtc)?;
         let sdp = rtc.offer().await.map_err(setup_rtc)?;
@@ -192,11 +220,17 @@ impl Driver {
             .map_err(|e| CallError::Setup(SetupError::Gateway(e.to_string())))?;
         self.core.links.offer_sent(id, self.remote);
         self.negotiation.offered(id);
-        self.begin(id, rtc, events);
+        self.begin(id, rtc, events, true);
         Ok(())
     }
 
-    fn begin(&mut self, id: MessageId, rtc: Arc<dyn RtcPeer>, events: mpsc::Receiver<RtcEvent>) {
+    fn begin(
+        &mut self,
+        id: MessageId,
+        rtc: Arc<dyn RtcPeer>,
+        events: mpsc::Receiver<RtcEvent>,
+        offered: bool,
+    ) {
         let deadline = now() + self.core.settings.setup_timeout;
         self.attempt = Some(Attempt {
             id,
@@ -204,6 +238,9 @@ impl Driver {
             events,
             machine: LinkMachine::new(self.link_config(), deadline),
             verifier: PeerVerifier::new(self.core.did, self.remote),
+            offered,
+            started: now(),
+            relayed: None,
         });
         self.status.send_replace(LinkStatus::Connecting);
     }
@@ -245,7 +282,7 @@ impl Driver {
                         Some(id),
                     )
                     .map_err(gateway_failed)?;
-                self.begin(id, rtc, events);
+                self.begin(id, rtc, events, false);
             }
             Body::Answer(answer) => {
                 if self.negotiation.on_answer(correlation) == Step::AcceptAnswer
@@ -269,10 +306,22 @@ impl Driver {
             }
             Body::Error(error) => {
                 if let Some(attempt) = &self.attempt
+                    && attempt.relayed.is_some()
+                    && attempt.machine.is_open()
+                    && correlation == Some(attempt.id)
+                {
+                    return Err(LinkEnd::Failed(lost(&format!(
+                        "the gateway did not relay a record of this link: {}",
+                        error.code
+                    ))));
+                }
+                if let Some(attempt) = &self.attempt
                     && !attempt.machine.is_open()
                     && correlation == Some(attempt.id)
                 {
                     let setup = match error.code {
+                        // The gateway does not offer relay, and ICE found no path before.
+                        ErrorCode::NotRelayed if attempt.relayed.is_some() => SetupError::NoPath,
                         ErrorCode::UnknownAgent => SetupError::UnknownAgent,
                         ErrorCode::ReceiverBusy => SetupError::ReceiverBusy,
                         code => SetupError::Refused {
@@ -283,6 +332,10 @@ impl Driver {
                     return Err(LinkEnd::Failed(CallError::Setup(setup)));
                 }
             }
+            Body::RelayOpen(open) => self.on_relay_open(id, &open).await?,
+            Body::RelayAccept(accept) => self.on_relay_accept(correlation, &accept)?,
+            Body::RelayData(record) => self.on_relay_data(correlation, &record)?,
+            Body::RelayClose(_) => self.on_relay_close(correlation)?,
             _ => {}
         }
         Ok(())
@@ -426,7 +479,11 @@ impl Driver {
     async fn on_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Opened => {
-                if let Some(attempt) = &self.attempt {
+                // A relayed link's id stays known: the gateway's ERRORs about its records
+                // carry it.
+                if let Some(attempt) = &self.attempt
+                    && attempt.relayed.is_none()
+                {
                     self.core.links.offer_done(attempt.id);
                 }
                 self.negotiation.reset();
