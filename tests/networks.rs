@@ -1,7 +1,9 @@
 //! Agents on different networks, in real network namespaces: a LAN pair, two agents behind
-//! home routers (NAT punched with STUN), and two behind bare Linux MASQUERADE routers (no path
-//! without TURN: refused fast with its own code and a hint). Each runs the real `ioap serve`
-//! and `ioap call --verbose` processes and checks the path the link took.
+//! home routers (NAT punched with STUN), two behind bare Linux MASQUERADE routers (no direct
+//! path: refused fast with its own code and a hint when the gateway relay is off), two behind
+//! symmetric NATs and one on a network without UDP (both linked over the gateway relay). Each
+//! runs the real `ioap serve` and `ioap call --verbose` processes and checks the path the link
+//! took and an EXEC round trip.
 
 mod netns;
 #[allow(dead_code)]
@@ -41,6 +43,18 @@ fn call(
     gateway: &str,
     ice: &[&str],
 ) -> (i32, String, String, Duration) {
+    call_with(net, host, did, gateway, ice, &[])
+}
+
+/// [`call`] with more arguments.
+fn call_with(
+    net: &Net,
+    host: &Host,
+    did: &str,
+    gateway: &str,
+    ice: &[&str],
+    more: &[&str],
+) -> (i32, String, String, Duration) {
     let mut args = vec![
         "call",
         did,
@@ -53,6 +67,7 @@ fn call(
     for server in ice {
         args.extend(["--ice-server", server]);
     }
+    args.extend(more);
     let started = Instant::now();
     let (code, out, err) = net.output(&host.ns, IOAP, &args);
     (code, out, err, started.elapsed())
@@ -101,7 +116,7 @@ fn two_agents_behind_home_routers_link_directly_through_nat_with_stun() {
 }
 
 #[test]
-fn bare_masquerade_on_both_sides_is_refused_fast_with_a_hint_at_turn() {
+fn bare_masquerade_on_both_sides_without_gateway_relay_is_refused_fast_with_a_hint_at_turn() {
     let Some(mut net) = Net::new("nb", &["turnserver"]) else {
         return;
     };
@@ -112,13 +127,43 @@ fn bare_masquerade_on_both_sides_is_refused_fast_with_a_hint_at_turn() {
         net.nat_host("b", 3, Nat::Bare),
     );
     let did = serve(&mut net, &b, &gateway, &[&stun]);
-    let (code, out, err, took) = call(&net, &a, &did, &gateway, &[&stun]);
+    let never = ["--gateway-relay", "never"];
+    let (code, out, err, took) = call_with(&net, &a, &did, &gateway, &[&stun], &never);
     assert_eq!(code, 1, "{err}");
     let printed: Value = serde_json::from_str(out.trim()).expect("one JSON error");
     assert_eq!(printed["error"]["code"], "CONNECTION_REFUSED", "{out}");
     let message = printed["error"]["message"].as_str().expect("message");
     assert!(message.contains("TURN"), "{message}");
     assert!(took < Duration::from_secs(12), "{took:?}");
+}
+
+/// Two agents behind NATs that allow no direct path: the link falls back to the gateway
+/// relay within the call's deadline.
+fn assert_links_over_the_gateway_relay(tag: &str, a_nat: Nat, b_nat: Nat) {
+    let Some(mut net) = Net::new(tag, &["turnserver"]) else {
+        return;
+    };
+    let gateway = net.gateway(&process::BINARY);
+    let stun = net.stun();
+    let (a, b) = (net.nat_host("a", 2, a_nat), net.nat_host("b", 3, b_nat));
+    let did = serve(&mut net, &b, &gateway, &[&stun]);
+    for _ in 0..2 {
+        let (code, out, err, took) = call(&net, &a, &did, &gateway, &[&stun]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), r#"{"hello":"net"}"#);
+        assert!(err.contains("link: relayed by the gateway"), "{err}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+}
+
+#[test]
+fn two_agents_behind_symmetric_nats_without_turn_link_over_the_gateway_relay() {
+    assert_links_over_the_gateway_relay("ny", Nat::Symmetric, Nat::Symmetric);
+}
+
+#[test]
+fn an_agent_on_a_network_without_udp_links_over_the_gateway_relay() {
+    assert_links_over_the_gateway_relay("nu", Nat::UdpBlocked, Nat::Home);
 }
 
 /// Blocked: with coturn 4.6, webrtc-rs 0.17's TURN client gets 400 Bad Request for every
@@ -150,12 +195,28 @@ fn setup_ms(stderr: &str) -> Option<f64> {
     rest.split(" ms").next()?.parse().ok()
 }
 
+/// The "call:" time `ioap call --verbose` reported, in ms.
+fn call_ms(stderr: &str) -> Option<f64> {
+    let rest = stderr.split("call: ").nth(1)?;
+    rest.split(" ms").next()?.parse().ok()
+}
+
+fn percentiles(mut times: Vec<f64>) -> (f64, f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    (at(0.5), at(0.95), at(1.0))
+}
+
 /// Setup times over 20 calls on each path (`cargo nextest run --run-ignored only -E
 /// 'test(setup_times)' --no-capture`); figures in docs/networks.md.
 #[test]
 #[ignore = "a measurement, not a check: run it by name"]
 fn setup_times_per_path() {
-    for (name, nat) in [("LAN", None), ("home routers, STUN", Some(Nat::Home))] {
+    for (name, nat) in [
+        ("LAN", None),
+        ("home routers, STUN", Some(Nat::Home)),
+        ("symmetric NATs, gateway relay", Some(Nat::Symmetric)),
+    ] {
         let Some(mut net) = Net::new("nm", &["turnserver"]) else {
             return;
         };
@@ -166,14 +227,19 @@ fn setup_times_per_path() {
             Some(nat) => (net.nat_host("a", 2, nat), net.nat_host("b", 3, nat)),
         };
         let did = serve(&mut net, &b, &gateway, &[&stun]);
-        let mut times: Vec<f64> = (0..20)
-            .filter_map(|_| setup_ms(&call(&net, &a, &did, &gateway, &[&stun]).2))
-            .collect();
-        times.sort_by(f64::total_cmp);
-        assert_eq!(times.len(), 20, "every call reported its setup");
+        let (mut setups, mut calls) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let err = call(&net, &a, &did, &gateway, &[&stun]).2;
+            setups.extend(setup_ms(&err));
+            calls.extend(call_ms(&err));
+        }
+        assert_eq!(setups.len(), 20, "every call reported its setup");
+        assert_eq!(calls.len(), 20, "every call reported its round trip");
+        let (p50, p95, max) = percentiles(setups);
+        let (c50, c95, _) = percentiles(calls);
         println!(
-            "{name}: setup p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
-            times[9], times[18], times[19]
+            "{name}: setup p50 {p50:.1} ms, p95 {p95:.1} ms, max {max:.1} ms; \
+             EXEC round trip p50 {c50:.2} ms, p95 {c95:.2} ms"
         );
     }
 }

@@ -74,7 +74,7 @@ impl Default for LinkSettings {
             max_links: 1024,
             limits: LinkLimits::default(),
             gateway_relay: GatewayRelay::default(),
-            relay_after: Duration::from_secs(3),
+            relay_after: Duration::from_secs(2),
         }
     }
 }

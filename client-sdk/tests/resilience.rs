@@ -4,11 +4,11 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
-use ioap_client::ConnectionState;
+use ioap_client::{ConnectionState, GatewayRelay, PathKind};
 use ioap_gateway::GatewayConfig;
 use ioap_protocol::{ErrorCode, Identity, SUBPROTOCOL};
 use serde_json::json;
-use support::{agent, gateway, gateway_with, within};
+use support::{agent, builder, gateway, gateway_with, within};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -130,8 +130,8 @@ fn alter_fingerprint(frame: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn an_sdp_altered_in_transit_yields_no_link() {
+/// A gateway, and the URL of a tampering proxy in front of it.
+async fn gateway_behind_tampering_proxy() -> (ioap_gateway::RunningGateway, String) {
     let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let proxy_url = format!("ws://{}/ws", proxy.local_addr().expect("address"));
     let gateway = gateway_with(GatewayConfig {
@@ -140,9 +140,21 @@ async fn an_sdp_altered_in_transit_yields_no_link() {
     })
     .await;
     tokio::spawn(tampering_proxy(proxy, gateway.ws_url()));
-    let alice = agent(&gateway.ws_url()).await;
+    (gateway, proxy_url)
+}
+
+#[tokio::test]
+async fn an_sdp_altered_in_transit_yields_no_link() {
+    let (gateway, proxy_url) = gateway_behind_tampering_proxy().await;
+    // Direct links only here: the DTLS binding of §11.2 is what is tested.
+    let direct_only = |url: &str| {
+        builder(url, Identity::generate().expect("rng"))
+            .gateway_relay(GatewayRelay::Never)
+            .connect()
+    };
+    let alice = direct_only(&gateway.ws_url()).await.expect("alice");
     // Bob reaches the gateway only through the tampering proxy.
-    let bob = agent(&proxy_url).await;
+    let bob = direct_only(&proxy_url).await.expect("bob");
     let refused = within(alice.peer(bob.did()).connect())
         .await
         .expect_err("no link through an altered SDP");
@@ -160,6 +172,29 @@ async fn an_sdp_altered_in_transit_yields_no_link() {
     assert_eq!((alice.open_links(), bob.open_links()), (0, 0));
     alice.close().await;
     bob.close().await;
+}
+
+#[tokio::test]
+async fn with_fallback_a_tampered_pair_links_over_the_sealed_gateway_relay() {
+    let (gateway, proxy_url) = gateway_behind_tampering_proxy().await;
+    let fast = support::link_settings().relay_after(std::time::Duration::from_millis(300));
+    let alice = builder(&gateway.ws_url(), Identity::generate().expect("rng"))
+        .link_settings(fast.clone())
+        .connect()
+        .await
+        .expect("alice");
+    let bob = builder(&proxy_url, Identity::generate().expect("rng"))
+        .link_settings(fast)
+        .connect()
+        .await
+        .expect("bob");
+    // The altered OFFER yields no direct link; the relayed link is sealed end to end and
+    // bound to both DIDs, so the tampering relay can only pass it on.
+    let peer = alice.peer(bob.did());
+    let echoed = within(peer.exec("echo", json!({"through": "the relay"}))).await;
+    assert_eq!(echoed.expect("echo"), json!({"through": "the relay"}));
+    let path = peer.path().await.expect("path").expect("a path");
+    assert_eq!(path.kind(), PathKind::Gateway, "{path}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

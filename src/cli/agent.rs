@@ -36,7 +36,7 @@ pub struct AgentArgs {
     #[arg(long = "ice-server", value_name = "URL", value_parser = parse_ice_server)]
     pub ice_servers: Vec<IceServer>,
     /// When a link may travel over the gateway, end-to-end encrypted, instead of a direct
-    /// WebRTC path: `fallback` when no direct path opens within 3 s (or ICE fails), `never`,
+    /// WebRTC path: `fallback` when no direct path opens within 2 s (or ICE fails), `never`,
     /// or `always` (networks that block UDP).
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = RelayMode::Fallback)]
     pub gateway_relay: RelayMode,

@@ -22,6 +22,9 @@ pub enum Nat {
     /// A symmetric NAT: a new public port for every destination (MASQUERADE --random-fully),
     /// unsolicited inbound dropped. Hole punching cannot work through it; TURN can.
     Symmetric,
+    /// A home router on a network that forwards no UDP at all (only TCP leaves): no STUN, no
+    /// TURN over UDP, no direct path.
+    UdpBlocked,
 }
 
 /// A host: its namespace and address.
@@ -197,21 +200,28 @@ impl Net {
             ],
         );
         self.exec(&router, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-        self.exec(
-            &router,
-            "iptables",
-            &[
-                "-t",
-                "nat",
-                "-A",
-                "POSTROUTING",
-                "-o",
-                &wan,
-                "-j",
-                "MASQUERADE",
-            ],
-        );
-        if nat == Nat::Home {
+        let mut masquerade = vec![
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            &wan,
+            "-j",
+            "MASQUERADE",
+        ];
+        if nat == Nat::Symmetric {
+            masquerade.push("--random-fully");
+        }
+        self.exec(&router, "iptables", &masquerade);
+        if nat == Nat::UdpBlocked {
+            self.exec(
+                &router,
+                "iptables",
+                &["-A", "FORWARD", "-p", "udp", "-j", "DROP"],
+            );
+        }
+        if nat != Nat::Bare {
             self.exec(
                 &router,
                 "iptables",
