@@ -166,10 +166,31 @@ fn an_agent_on_a_network_without_udp_links_over_the_gateway_relay() {
     assert_links_over_the_gateway_relay("nu", Nat::UdpBlocked, Nat::Home);
 }
 
+#[test]
+fn two_agents_behind_symmetric_nats_link_through_the_gateways_embedded_turn_server() {
+    let Some(mut net) = Net::new("ne", &[]) else {
+        return;
+    };
+    let turn_listen = format!("{}.1:3479", netns::PUBLIC);
+    let gateway = net.gateway_with(&process::BINARY, &["--turn-listen", &turn_listen]);
+    let (a, b) = (
+        net.nat_host("a", 2, Nat::Symmetric),
+        net.nat_host("b", 3, Nat::Symmetric),
+    );
+    // No ICE server of their own: the gateway offers its TURN server with fresh credentials.
+    let did = serve(&mut net, &b, &gateway, &[]);
+    let never = ["--gateway-relay", "never"];
+    let (code, out, err, _) = call_with(&net, &a, &did, &gateway, &[], &never);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), r#"{"hello":"net"}"#);
+    assert!(err.contains("link: relayed by TURN"), "{err}");
+}
+
 /// Blocked: with coturn 4.6, webrtc-rs 0.17's TURN client gets 400 Bad Request for every
 /// ChannelBind after its CreatePermission succeeds, and 438 (stale nonce) answers it does not
-/// retry, so no relayed pair ever carries a check; the agents end with CONNECTION_REFUSED.
-/// The sans-IO engine (issue #12) is the way out; run with `--ignored` to see it.
+/// retry, so no relayed pair ever carries a check (the gateway's embedded TURN server, above,
+/// links the same pair). The sans-IO engine (issue #12) is the way out; run with `--ignored`
+/// to see it.
 #[test]
 #[ignore = "webrtc-rs 0.17 TURN client vs coturn 4.6: ChannelBind 400, stale nonce 438"]
 fn two_agents_behind_symmetric_nats_link_through_turn() {
@@ -212,24 +233,30 @@ fn percentiles(mut times: Vec<f64>) -> (f64, f64, f64) {
 #[test]
 #[ignore = "a measurement, not a check: run it by name"]
 fn setup_times_per_path() {
-    for (name, nat) in [
-        ("LAN", None),
-        ("home routers, STUN", Some(Nat::Home)),
-        ("symmetric NATs, gateway relay", Some(Nat::Symmetric)),
+    let turn_listen = format!("{}.1:3479", netns::PUBLIC);
+    let embedded_turn = ["--turn-listen", turn_listen.as_str()];
+    let direct_only = ["--gateway-relay", "never"];
+    for (name, nat, turn) in [
+        ("LAN", None, false),
+        ("home routers, STUN", Some(Nat::Home), false),
+        ("symmetric NATs, embedded TURN", Some(Nat::Symmetric), true),
+        ("symmetric NATs, gateway relay", Some(Nat::Symmetric), false),
     ] {
         let Some(mut net) = Net::new("nm", &["turnserver"]) else {
             return;
         };
-        let gateway = net.gateway(&process::BINARY);
+        let gateway_args: &[&str] = if turn { &embedded_turn } else { &[] };
+        let gateway = net.gateway_with(&process::BINARY, gateway_args);
         let stun = net.stun();
         let (a, b) = match nat {
             None => (net.lan_host("a", 11), net.lan_host("b", 12)),
             Some(nat) => (net.nat_host("a", 2, nat), net.nat_host("b", 3, nat)),
         };
         let did = serve(&mut net, &b, &gateway, &[&stun]);
+        let call_args: &[&str] = if turn { &direct_only } else { &[] };
         let (mut setups, mut calls) = (Vec::new(), Vec::new());
         for _ in 0..20 {
-            let err = call(&net, &a, &did, &gateway, &[&stun]).2;
+            let err = call_with(&net, &a, &did, &gateway, &[&stun], call_args).2;
             setups.extend(setup_ms(&err));
             calls.extend(call_ms(&err));
         }

@@ -1,6 +1,7 @@
 //! TURN credentials from the gateway: REGISTERED offers the configured TURN server with a
 //! credential in coturn's REST scheme, the agent keeps it, and a real coturn
-//! (`use-auth-secret`) grants an allocation with it — and refuses a tampered one.
+//! (`use-auth-secret`) grants an allocation with it — and refuses a tampered one. The
+//! gateway's embedded TURN server does the same with the credentials it hands out itself.
 
 #[allow(dead_code)]
 #[path = "../../gateway/tests/support/tools.rs"]
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ioap_client::Agent;
+use ioap_client::{Agent, IceServer};
 use ioap_gateway::{Gateway, GatewayConfig, TurnConfig};
 use webrtc::turn::client::{Client, ClientConfig};
 
@@ -58,6 +59,11 @@ fn coturn() -> Option<Coturn> {
 
 /// Asks coturn for an allocation with `username` / `password`.
 async fn allocate(port: u16, username: &str, password: &str) -> Result<(), String> {
+    allocate_in(port, username, password, "ioap.test").await
+}
+
+/// Asks the TURN server on `port` for an allocation in `realm`.
+async fn allocate_in(port: u16, username: &str, password: &str, realm: &str) -> Result<(), String> {
     let conn = Arc::new(
         tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
@@ -68,7 +74,7 @@ async fn allocate(port: u16, username: &str, password: &str) -> Result<(), Strin
         turn_serv_addr: format!("127.0.0.1:{port}"),
         username: username.to_owned(),
         password: password.to_owned(),
-        realm: "ioap.test".to_owned(),
+        realm: realm.to_owned(),
         software: String::new(),
         rto_in_ms: 0,
         conn,
@@ -86,6 +92,19 @@ async fn allocate(port: u16, username: &str, password: &str) -> Result<(), Strin
     }
 }
 
+/// A registered agent of `gateway`, and the one ICE server the gateway offered it.
+async fn agent_offered_one_server(gateway: &ioap_gateway::RunningGateway) -> (Agent, IceServer) {
+    let agent = Agent::builder(gateway.ws_url())
+        .loopback_only(true)
+        .connect()
+        .await
+        .expect("registers");
+    let offered = agent.offered_ice_servers();
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    let server = offered.into_iter().next().expect("one server");
+    (agent, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_hands_out_turn_credentials_that_coturn_accepts() {
     let Some(turn) = coturn() else {
@@ -98,14 +117,8 @@ async fn the_gateway_hands_out_turn_credentials_that_coturn_accepts() {
         ttl: Duration::from_secs(600),
     });
     let gateway = Gateway::start(config).await.expect("gateway");
-    let agent = Agent::builder(gateway.ws_url())
-        .loopback_only(true)
-        .connect()
-        .await
-        .expect("registers");
-    let offered = agent.offered_ice_servers();
-    assert_eq!(offered.len(), 1, "{offered:?}");
-    let server = &offered[0];
+    let (agent, server) = agent_offered_one_server(&gateway).await;
+    let server = &server;
     let (expiry, did) = server.username.split_once(':').expect("expiry:did");
     assert_eq!(did, agent.did().to_string());
     let expiry: u64 = expiry.parse().expect("unix seconds");
@@ -164,4 +177,55 @@ async fn the_gateway_hands_out_turn_credentials_that_coturn_accepts() {
         "a user name that does not match its credential is refused"
     );
     agent.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_turn_server_accepts_what_the_gateway_hands_out_and_nothing_else() {
+    let mut config = GatewayConfig::ephemeral();
+    config.turn_server = Some(ioap_gateway::turn_server::EmbeddedTurn {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        relay_ip: "127.0.0.1".parse().expect("ip"),
+    });
+    // The operator's secret, no URL: the embedded server is the one offered.
+    config.turn = Some(TurnConfig {
+        urls: Vec::new(),
+        secret: SECRET.to_owned(),
+        ttl: Duration::from_secs(600),
+    });
+    let gateway = Gateway::start(config).await.expect("gateway");
+    let port = gateway.turn_server_addr().expect("embedded TURN").port();
+    let (agent, server) = agent_offered_one_server(&gateway).await;
+    let offered = [server];
+    assert_eq!(
+        offered[0].urls,
+        vec![format!("turn:127.0.0.1:{port}?transport=udp")]
+    );
+    let checks = agent.check_ice_servers().await;
+    assert!(
+        checks.len() == 1
+            && checks[0]
+                .outcome
+                .as_ref()
+                .is_ok_and(|said| said.starts_with("relay 127.0.0.1:")),
+        "{checks:?}"
+    );
+    let realm = ioap_gateway::turn_server::REALM;
+    let (username, credential) = (&offered[0].username, &offered[0].credential);
+    assert_eq!(allocate_in(port, username, credential, realm).await, Ok(()));
+    let (expiry, did) = username.split_once(':').expect("expiry:did");
+    let later = format!("{}:{did}", expiry.parse::<u64>().expect("expiry") + 1);
+    assert!(
+        allocate_in(port, &later, credential, realm).await.is_err(),
+        "a user name that does not match its credential is refused"
+    );
+    let wrong = allocate_in(port, username, "not-the-credential", realm).await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+    let did = ioap_protocol::Did::parse(did).expect("did");
+    let (expired, password) = ioap_gateway::turn::credentials(SECRET, &did, 1_000_000);
+    assert!(
+        allocate_in(port, &expired, &password, realm).await.is_err(),
+        "an expired credential is refused, however well signed"
+    );
+    agent.close().await;
+    gateway.shutdown().await;
 }

@@ -94,6 +94,9 @@ pub struct GatewayConfig {
     pub cluster: Option<ClusterConfig>,
     /// TURN servers offered to registered agents, with short-lived credentials.
     pub turn: Option<TurnConfig>,
+    /// Run a TURN server in the gateway process (offered to agents unless `turn` names
+    /// others; its secret is `turn`'s, or a random one).
+    pub turn_server: Option<crate::turn_server::EmbeddedTurn>,
 }
 
 /// The admission policy.
@@ -174,6 +177,7 @@ impl Default for GatewayConfig {
             tls: None,
             cluster: None,
             turn: None,
+            turn_server: None,
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod state;
 mod termination;
 pub mod tls;
 pub mod turn;
+pub mod turn_server;
 
 pub use config::{Admission, ClusterConfig, GatewayConfig, TlsFiles, TurnConfig};
 pub use server::{Gateway, RunningGateway, ShutdownHandle};

@@ -17,7 +17,10 @@ use crate::limits::PRUNE_INTERVAL;
 use crate::listener::{self, slots};
 use crate::state::GatewayState;
 use crate::tls::server_config;
+use crate::turn::TurnConfig;
+use crate::turn_server::TurnServer;
 use crate::{metrics, refusals};
+use base64::Engine as _;
 
 /// How long shutdown waits for sessions to close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -41,6 +44,7 @@ pub struct RunningGateway {
     server: JoinHandle<()>,
     janitor: JoinHandle<()>,
     cluster_tasks: Vec<JoinHandle<()>>,
+    turn_server: Option<Box<TurnServer>>,
 }
 
 impl Gateway {
@@ -69,6 +73,7 @@ impl Gateway {
             }
             None => None,
         };
+        let turn_server = start_turn_server(&mut config).await?;
         let state = Arc::new(GatewayState::new(config, identity, cluster));
         let cluster_tasks = state
             .cluster
@@ -95,8 +100,35 @@ impl Gateway {
             server,
             janitor,
             cluster_tasks,
+            turn_server,
         })
     }
+}
+
+/// Starts the embedded TURN server, if configured, and offers it to agents unless the
+/// operator named TURN servers of their own.
+async fn start_turn_server(config: &mut GatewayConfig) -> anyhow::Result<Option<Box<TurnServer>>> {
+    let Some(embedded) = config.turn_server else {
+        return Ok(None);
+    };
+    let secret = match &config.turn {
+        Some(turn) => turn.secret.clone(),
+        None => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        }
+    };
+    let server = TurnServer::start(embedded, &secret).await?;
+    let turn = config.turn.get_or_insert_with(|| TurnConfig {
+        urls: Vec::new(),
+        secret,
+        ttl: crate::turn::DEFAULT_TTL,
+    });
+    if turn.urls.is_empty() {
+        turn.urls.push(server.url(embedded.relay_ip));
+    }
+    Ok(Some(Box::new(server)))
 }
 
 /// Raises the open-file limit to its hard maximum and, if the connection limit (plus the
@@ -188,6 +220,11 @@ impl RunningGateway {
         format!("{scheme}://{}", self.local_addr)
     }
 
+    /// The UDP address of the embedded TURN server, if one runs.
+    pub fn turn_server_addr(&self) -> Option<SocketAddr> {
+        self.turn_server.as_ref().map(|turn| turn.local_addr())
+    }
+
     /// How many agents are registered now.
     pub fn registered_agents(&self) -> usize {
         self.state.registry.len()
@@ -227,6 +264,9 @@ impl RunningGateway {
     /// most 10 s) and for the server to stop.
     pub async fn shutdown(self) {
         info!("shutting down: closing every session with 1001");
+        if let Some(turn) = &self.turn_server {
+            turn.close().await;
+        }
         self.state.shutdown.cancel();
         self.state.sessions.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.state.sessions.wait())

@@ -11,9 +11,10 @@ use ioap_protocol::Identity;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Admission, ClusterConfig, GatewayConfig, TlsFiles, TurnConfig};
+use crate::turn_server::EmbeddedTurn;
 
 /// How long a TURN credential stays valid unless set: six hours.
-const DEFAULT_TURN_TTL: Duration = Duration::from_secs(6 * 3600);
+const DEFAULT_TURN_TTL: Duration = crate::turn::DEFAULT_TTL;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
@@ -159,6 +160,19 @@ pub struct Settings {
     /// Seconds each TURN credential stays valid [default: 21600].
     #[arg(long, env = "IOAP_TURN_TTL_SECS", value_name = "SECS")]
     pub turn_ttl_secs: Option<u64>,
+    /// Run a TURN server (UDP) in the gateway on this address, e.g. 0.0.0.0:3478, offered to
+    /// agents with short-lived credentials [default: none].
+    #[arg(long, env = "IOAP_TURN_LISTEN", value_name = "ADDR")]
+    pub turn_listen: Option<SocketAddr>,
+    /// The address agents reach the embedded TURN server's relays at (this host's public
+    /// address) [default: the --turn-listen address, which must then be specific].
+    #[arg(
+        long,
+        env = "IOAP_TURN_RELAY_IP",
+        value_name = "IP",
+        requires = "turn_listen"
+    )]
+    pub turn_relay_ip: Option<std::net::IpAddr>,
     /// Log format [default: pretty].
     #[arg(long, env = "IOAP_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -265,6 +279,10 @@ file_settings! {
     turn_secret: String,
     /// Seconds each TURN credential stays valid.
     turn_ttl_secs: u64,
+    /// The embedded TURN server's address.
+    turn_listen: SocketAddr,
+    /// The embedded TURN server's relay address.
+    turn_relay_ip: std::net::IpAddr,
     /// Log format.
     log_format: LogFormat,
     /// Log filter.
@@ -387,8 +405,32 @@ impl FileSettings {
                     ttl,
                 })
             }
-            (true, Some(_)) => anyhow::bail!("--turn-secret needs --turn-url"),
+            (true, Some(secret)) if self.turn_listen.is_some() && !secret.is_empty() => {
+                Some(TurnConfig {
+                    urls: Vec::new(),
+                    secret,
+                    ttl: self
+                        .turn_ttl_secs
+                        .map_or(DEFAULT_TURN_TTL, Duration::from_secs),
+                })
+            }
+            (true, Some(_)) => anyhow::bail!("--turn-secret needs --turn-url or --turn-listen"),
             (false, _) => anyhow::bail!("--turn-url needs --turn-secret (IOAP_TURN_SECRET)"),
+        };
+        let turn_server = match (self.turn_listen, self.turn_relay_ip) {
+            (None, _) => None,
+            (Some(listen), Some(relay_ip)) => Some(EmbeddedTurn { listen, relay_ip }),
+            (Some(listen), None) => {
+                anyhow::ensure!(
+                    !listen.ip().is_unspecified(),
+                    "--turn-listen {listen} listens on every address: name the one agents \
+                     reach with --turn-relay-ip"
+                );
+                Some(EmbeddedTurn {
+                    listen,
+                    relay_ip: listen.ip(),
+                })
+            }
         };
         let cluster = match (self.redis_url, self.node_id) {
             (Some(redis_url), node_id) => {
@@ -446,6 +488,7 @@ impl FileSettings {
             tls,
             cluster,
             turn,
+            turn_server,
         };
         config.validate()?;
         let filter = self.log_level.unwrap_or_else(|| "info".into());
@@ -557,6 +600,23 @@ mod tests {
             "a/b",
         );
         refused(&["--turn-secret", "s"], "--turn-url");
+        refused(&["--turn-listen", "0.0.0.0:3478"], "--turn-relay-ip");
+        let (config, _) = parse(&[
+            "--turn-listen",
+            "0.0.0.0:3478",
+            "--turn-relay-ip",
+            "192.0.2.7",
+        ])
+        .resolve()
+        .expect("valid");
+        assert_eq!(
+            config.turn_server.map(|turn| turn.relay_ip.to_string()),
+            Some("192.0.2.7".to_owned())
+        );
+        let (config, _) = parse(&["--turn-listen", "192.0.2.8:3478", "--turn-secret", "s"])
+            .resolve()
+            .expect("an embedded server with the operator's secret");
+        assert_eq!(config.turn.map(|turn| turn.secret), Some("s".to_owned()));
         refused(
             &["--turn-url", "http://turn", "--turn-secret", "s"],
             "http://turn",

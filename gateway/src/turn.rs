@@ -10,6 +10,9 @@ use ioap_protocol::Did;
 use ioap_protocol::payload::IceServerOffer;
 use sha1::Sha1;
 
+/// How long an offered credential is valid unless the operator says otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(6 * 3600);
+
 /// The TURN servers a gateway offers and the secret it shares with them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TurnConfig {
@@ -34,11 +37,16 @@ impl std::fmt::Debug for TurnConfig {
 /// The user name and password for `did`, valid until `expires_unix`.
 pub fn credentials(secret: &str, did: &Did, expires_unix: u64) -> (String, String) {
     let username = format!("{expires_unix}:{did}");
+    let password = password(secret, &username);
+    (username, password)
+}
+
+/// The password of `username`: base64(HMAC-SHA1(secret, user name)).
+pub fn password(secret: &str, username: &str) -> String {
     // HMAC accepts a key of any length.
     let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(username.as_bytes());
-    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    (username, password)
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// What REGISTERED offers `did` at `now_unix`.

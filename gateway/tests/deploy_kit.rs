@@ -32,6 +32,8 @@ fn the_example_config_has_every_key_and_check_config_round_trips_it() {
         redis_url: Some("redis://127.0.0.1:6379".into()),
         node_id: Some("gw-1".into()),
         turn_secret: Some("s".into()),
+        turn_listen: Some("0.0.0.0:3478".parse().expect("address")),
+        turn_relay_ip: Some("203.0.113.7".parse().expect("ip")),
         ..ioap_gateway::FileSettings::defaults()
     };
     let documented = keys(&text);

@@ -288,20 +288,23 @@ impl Net {
     /// Starts the gateway on the public segment (`ws://{PUBLIC}.1:8000/ws`) and waits until it
     /// listens.
     pub fn gateway(&mut self, binary: &str) -> String {
+        self.gateway_with(binary, &[])
+    }
+
+    /// [`Net::gateway`] with more arguments.
+    pub fn gateway_with(&mut self, binary: &str, more: &[&str]) -> String {
         let public = self.public();
-        let child = self.spawn_with(
-            &public,
-            binary,
-            &[
-                "--listen",
-                &format!("{PUBLIC}.1:8000"),
-                "--log-format",
-                "json",
-                "--log-level",
-                "info",
-            ],
-            true,
-        );
+        let listen = format!("{PUBLIC}.1:8000");
+        let mut args = vec![
+            "--listen",
+            &listen,
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+        ];
+        args.extend_from_slice(more);
+        let child = self.spawn_with(&public, binary, &args, true);
         wait_for_line(child, false, |line| line.contains("ioap gateway listening"));
         format!("ws://{PUBLIC}.1:8000/ws")
     }
