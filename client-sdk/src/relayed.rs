@@ -259,6 +259,7 @@ impl RtcPeer for RelayPeer {
                 local_address: "gateway".into(),
                 remote: CandidateKind::Gateway,
                 remote_address: "gateway".into(),
+                rtt_ms: None,
             }))
         })
     }

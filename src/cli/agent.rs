@@ -311,18 +311,13 @@ pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         let peer = agent.peer(did);
         let timeout = Duration::from_millis(args.timeout);
         let started = std::time::Instant::now();
+        let mut opened_after = None;
         if args.verbose {
-            match peer.path().await {
-                Ok(Some(path)) => eprintln!(
-                    "link: {path} (open after {:.1} ms)",
-                    started.elapsed().as_secs_f64() * 1e3
-                ),
-                Ok(None) => eprintln!("link: open (the engine does not say how)"),
-                Err(error) => {
-                    agent.close().await;
-                    return call_failed(&error);
-                }
+            if let Err(error) = peer.connect().await {
+                agent.close().await;
+                return call_failed(&error);
             }
+            opened_after = Some(started.elapsed());
         }
         let called = std::time::Instant::now();
         let outcome = if args.stream {
@@ -331,8 +326,15 @@ pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
             peer.exec_with_timeout(&args.capability, call_args, timeout)
                 .await
         };
-        if args.verbose {
-            eprintln!("call: {:.1} ms", called.elapsed().as_secs_f64() * 1e3);
+        let call_time = called.elapsed();
+        if let Some(opened_after) = opened_after {
+            // Asked after the call, so the link's round trip is known.
+            let open_ms = opened_after.as_secs_f64() * 1e3;
+            match peer.path().await {
+                Ok(Some(path)) => eprintln!("link: {path} (open after {open_ms:.1} ms)"),
+                _ => eprintln!("link: open after {open_ms:.1} ms (the engine does not say how)"),
+            }
+            eprintln!("call: {:.1} ms", call_time.as_secs_f64() * 1e3);
         }
         agent.close().await;
         match outcome {

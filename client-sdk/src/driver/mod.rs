@@ -360,7 +360,7 @@ impl Driver {
                     debug!(peer = %self.remote, %error, "candidate not sent");
                 }
             }
-            RtcEvent::ChannelOpen => attempt.machine.handle_channel_open(),
+            RtcEvent::ChannelOpen => attempt.machine.handle_channel_open(now()),
             RtcEvent::Message(text) => match attempt.verifier.check(text.as_bytes(), wall_now()) {
                 Ok(envelope) => attempt.machine.handle_message(now(), envelope),
                 Err(refusal) => {
@@ -429,7 +429,11 @@ impl Driver {
                 machine.serve_done(now(), id, outcome);
             }
             Command::Path(reply) => {
-                let path = attempt.rtc.path().await.ok().flatten();
+                let rtt = attempt.machine.rtt();
+                let path = attempt.rtc.path().await.ok().flatten().map(|mut path| {
+                    path.rtt_ms = rtt.map(|rtt| rtt.as_secs_f64() * 1e3);
+                    path
+                });
                 let _ = reply.send(path);
             }
             #[cfg(feature = "test-hooks")]

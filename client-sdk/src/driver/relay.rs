@@ -110,7 +110,9 @@ impl Driver {
             Relayed::accept(&self.core, self.remote, link, open).map_err(LinkEnd::Failed)?;
         self.begin_relayed(relayed, rtc, events, false);
         if let Some(attempt) = self.attempt.as_mut() {
-            attempt.machine.handle_channel_open();
+            attempt
+                .machine
+                .handle_channel_open(std::time::Instant::now());
         }
         Ok(())
     }
@@ -130,7 +132,7 @@ impl Driver {
             .on_accept(&core, remote, accept)
             .map_err(LinkEnd::Failed)?
         {
-            machine.handle_channel_open();
+            machine.handle_channel_open(std::time::Instant::now());
         }
         Ok(())
     }

@@ -109,6 +109,10 @@ pub(crate) struct LinkMachine {
     peer: PeerFeatures,
     sent_since_tick: bool,
     ping_sequence: u64,
+    /// Our PING awaiting its PONG: its sequence and when it was queued.
+    ping_out: Option<(u64, Instant)>,
+    /// Smoothed round trip from PING to PONG (7/8 of the old value, 1/8 of each sample).
+    rtt: Option<Duration>,
     calls: OutCalls,
     served: ServedRequests,
     timers: BTreeSet<(Instant, Timer)>,
@@ -128,6 +132,8 @@ impl LinkMachine {
             peer: PeerFeatures::default(),
             sent_since_tick: false,
             ping_sequence: 0,
+            ping_out: None,
+            rtt: None,
             calls: OutCalls::default(),
             served: ServedRequests::default(),
             timers: BTreeSet::new(),
@@ -189,10 +195,11 @@ impl LinkMachine {
     }
 
     /// The data channel opened: our FEATURES and first PING go out (§11.1, §11.4).
-    pub(crate) fn handle_channel_open(&mut self) {
+    pub(crate) fn handle_channel_open(&mut self, now: Instant) {
         if self.hello_sent || self.ended().is_some() {
             return;
         }
+        self.ping_out = Some((0, now));
         self.hello_sent = true;
         let features = Features {
             features: vec![FEATURE_FLOW.into(), FEATURE_CANCEL.into()],
@@ -214,7 +221,7 @@ impl LinkMachine {
                 }
                 Body::Ping(ping) => {
                     // The peer's PING may come before our channel-open event.
-                    self.handle_channel_open();
+                    self.handle_channel_open(now);
                     self.state = State::Open {
                         last_heard: now,
                         next_tick: now + self.config.heartbeat_interval,
@@ -245,7 +252,8 @@ impl LinkMachine {
         }
         match (envelope.body, correlation) {
             (Body::Ping(ping), _) => self.send(Body::Pong(ping), Some(envelope.id)),
-            (Body::Pong(_) | Body::Features(_), _) => {}
+            (Body::Pong(pong), _) => self.on_pong(now, pong.sequence),
+            (Body::Features(_), _) => {}
             (Body::ExecRequest(request), _) => self.serve_exec(now, envelope.id, request),
             (Body::Intent(Intent::Reply(reply)), Some(id)) => {
                 let reply = serde_json::to_value(reply).unwrap_or(Value::Null);
@@ -303,6 +311,7 @@ impl LinkMachine {
         }
         if !std::mem::take(&mut self.sent_since_tick) {
             self.ping_sequence += 1;
+            self.ping_out = Some((self.ping_sequence, now));
             self.transmits.push_back(Transmit {
                 id: None,
                 body: Body::Ping(Ping {
@@ -312,6 +321,27 @@ impl LinkMachine {
             });
             self.events.push_back(LinkEvent::HeartbeatSent);
         }
+    }
+
+    /// The PONG to our PING `sequence` arrived: one round-trip sample.
+    fn on_pong(&mut self, now: Instant, sequence: u64) {
+        let Some((sent_sequence, sent_at)) = self.ping_out else {
+            return;
+        };
+        if sent_sequence != sequence {
+            return;
+        }
+        self.ping_out = None;
+        let sample = now.saturating_duration_since(sent_at);
+        self.rtt = Some(match self.rtt {
+            None => sample,
+            Some(smoothed) => (smoothed * 7 + sample) / 8,
+        });
+    }
+
+    /// The smoothed round trip of PING → PONG on this link (`None` before the first PONG).
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        self.rtt
     }
 
     /// Ends the link: every call fails with `end`'s error, every handler is stopped.

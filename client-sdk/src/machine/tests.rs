@@ -66,7 +66,8 @@ impl Pair {
     /// A pair whose channel opened and whose first PINGs crossed.
     fn open() -> Self {
         let mut pair = Pair::new(config(), config());
-        pair.a.machine.handle_channel_open();
+        let now = pair.now;
+        pair.a.machine.handle_channel_open(now);
         pair.drive();
         assert!(pair.a.machine.is_open() && pair.b.machine.is_open());
         pair.a.events.clear();
@@ -199,7 +200,8 @@ impl Side {
 #[test]
 fn the_link_opens_on_the_peers_first_ping_after_its_features() {
     let mut pair = Pair::new(config(), config());
-    pair.a.machine.handle_channel_open();
+    let now = pair.now;
+    pair.a.machine.handle_channel_open(now);
     pair.drive();
     for side in [&pair.a, &pair.b] {
         let kinds: Vec<_> = side.sent.iter().map(|t| t.body.message_type()).collect();
@@ -240,7 +242,8 @@ fn setup_fails_exactly_at_its_deadline() {
     let mut pair = Pair::new(config(), config());
     pair.a.connected = false;
     pair.b.connected = false;
-    pair.a.machine.handle_channel_open();
+    let now = pair.now;
+    pair.a.machine.handle_channel_open(now);
     pair.advance(10 * SECOND - Duration::from_millis(1));
     assert!(pair.a.machine.ended().is_none());
     pair.advance(Duration::from_millis(1));
@@ -402,7 +405,8 @@ fn a_slow_consumer_slows_the_producer_and_gets_every_part_in_order_then_the_fina
 fn a_streamed_call_to_a_one_point_zero_peer_carries_no_window_and_is_bounded() {
     let mut pair = Pair::new(config(), config());
     pair.b.features = false;
-    pair.a.machine.handle_channel_open();
+    let now = pair.now;
+    pair.a.machine.handle_channel_open(now);
     pair.drive();
     let call = pair.exec("count", true, 60 * SECOND);
     let (id, request) = pair.b.served().pop().expect("served");
@@ -524,7 +528,8 @@ fn the_callee_bounds_what_it_serves_and_the_caller_what_it_calls() {
     small.max_serving = 2;
     small.max_calls = 3;
     let mut pair = Pair::new(small, small);
-    pair.a.machine.handle_channel_open();
+    let now = pair.now;
+    pair.a.machine.handle_channel_open(now);
     pair.drive();
     let calls: Vec<_> = (0..3)
         .map(|_| pair.exec("slow", false, 60 * SECOND))
@@ -618,4 +623,67 @@ fn an_answer_after_the_deadline_is_a_timeout_even_before_the_timer_fires() {
         pair.a.call_events(call),
         [CallEvent::Done(Err(CallError::Timeout))]
     );
+}
+
+#[test]
+fn the_round_trip_is_measured_from_ping_to_its_pong_and_smoothed() {
+    let mut pair = Pair::new(config(), config());
+    let from_b = |pair: &mut Pair, body: Body| Envelope {
+        id: pair.id(),
+        from: pair.b.did,
+        to: Some(pair.a.did),
+        timestamp: example_time(),
+        correlation_id: None,
+        body,
+    };
+    let start = pair.now;
+    pair.a.machine.handle_channel_open(start);
+    let ping = from_b(
+        &mut pair,
+        Body::Ping(ioap_protocol::payload::Ping { sequence: 0 }),
+    );
+    pair.a
+        .machine
+        .handle_message(start + Duration::from_millis(10), ping);
+    assert!(pair.a.machine.is_open());
+    assert_eq!(pair.a.machine.rtt(), None, "no PONG yet");
+    // A PONG to a PING never sent changes nothing; the PONG to ours is one 40 ms sample.
+    let stray = from_b(
+        &mut pair,
+        Body::Pong(ioap_protocol::payload::Ping { sequence: 9 }),
+    );
+    pair.a
+        .machine
+        .handle_message(start + Duration::from_millis(20), stray);
+    assert_eq!(pair.a.machine.rtt(), None);
+    let pong = from_b(
+        &mut pair,
+        Body::Pong(ioap_protocol::payload::Ping { sequence: 0 }),
+    );
+    pair.a
+        .machine
+        .handle_message(start + Duration::from_millis(40), pong);
+    assert_eq!(pair.a.machine.rtt(), Some(Duration::from_millis(40)));
+    // Idle: the heartbeat PINGs (sequence 1); its PONG 80 ms later moves the estimate 1/8.
+    while pair.a.machine.poll_transmit().is_some() {}
+    let mut now = start + Duration::from_millis(40);
+    let mut sequence = None;
+    while sequence.is_none() {
+        now = pair.a.machine.poll_timeout().expect("heartbeat timer");
+        pair.a.machine.handle_timeout(now);
+        while let Some(transmit) = pair.a.machine.poll_transmit() {
+            if let Body::Ping(ping) = transmit.body {
+                sequence = Some(ping.sequence);
+            }
+        }
+    }
+    let sequence = sequence.expect("a heartbeat PING");
+    let pong = from_b(
+        &mut pair,
+        Body::Pong(ioap_protocol::payload::Ping { sequence }),
+    );
+    pair.a
+        .machine
+        .handle_message(now + Duration::from_millis(80), pong);
+    assert_eq!(pair.a.machine.rtt(), Some(Duration::from_millis(45)));
 }

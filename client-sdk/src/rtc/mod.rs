@@ -93,7 +93,7 @@ pub enum CandidateKind {
 }
 
 /// How a link travels: the pair of candidates ICE selected.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LinkPath {
     /// This side's candidate kind and address.
     pub local: CandidateKind,
@@ -103,6 +103,10 @@ pub struct LinkPath {
     pub remote: CandidateKind,
     /// `ip:port` of the peer's candidate.
     pub remote_address: String,
+    /// The link's smoothed round trip (PING → PONG on the link), in milliseconds; `None`
+    /// before the first PONG (or from an engine, which does not measure it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
 }
 
 #[cfg(test)]
@@ -170,6 +174,15 @@ impl LinkPath {
     }
 }
 
+impl LinkPath {
+    fn write_rtt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rtt_ms {
+            Some(rtt) => write!(f, ", RTT {rtt:.1} ms"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl std::fmt::Display for LinkPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind() {
@@ -177,14 +190,16 @@ impl std::fmt::Display for LinkPath {
             PathKind::Punched => "direct through NAT",
             PathKind::Turn => "relayed by TURN",
             PathKind::Gateway => {
-                return write!(f, "relayed by the gateway (encrypted end to end)");
+                write!(f, "relayed by the gateway (encrypted end to end)")?;
+                return self.write_rtt(f);
             }
         };
         write!(
             f,
             "{kind}: {:?} {} <-> {:?} {}",
             self.local, self.local_address, self.remote, self.remote_address
-        )
+        )?;
+        self.write_rtt(f)
     }
 }
 

@@ -429,6 +429,7 @@ impl RtcPeer for WebrtcPeer {
                     local_address: format!("{}:{}", pair.local.address, pair.local.port),
                     remote: kind(pair.remote.typ)?,
                     remote_address: format!("{}:{}", pair.remote.address, pair.remote.port),
+                    rtt_ms: None,
                 })
             }))
         })
