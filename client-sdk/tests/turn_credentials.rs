@@ -64,6 +64,24 @@ async fn allocate(port: u16, username: &str, password: &str) -> Result<(), Strin
 
 /// Asks the TURN server on `port` for an allocation in `realm`.
 async fn allocate_in(port: u16, username: &str, password: &str, realm: &str) -> Result<(), String> {
+    let held = hold_allocation(port, username, password, realm).await?;
+    let _ = held.client.close().await;
+    Ok(())
+}
+
+/// A granted allocation and the client holding it.
+struct Held {
+    client: Client,
+    _relay: Box<dyn webrtc::util::Conn + Send + Sync>,
+}
+
+/// An allocation on the TURN server on `port`, held until the client is closed.
+async fn hold_allocation(
+    port: u16,
+    username: &str,
+    password: &str,
+    realm: &str,
+) -> Result<Held, String> {
     let conn = Arc::new(
         tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
@@ -84,11 +102,19 @@ async fn allocate_in(port: u16, username: &str, password: &str, realm: &str) -> 
     .map_err(|e| e.to_string())?;
     client.listen().await.map_err(|e| e.to_string())?;
     let allocated = tokio::time::timeout(Duration::from_secs(2), client.allocate()).await;
-    let _ = client.close().await;
     match allocated {
-        Ok(Ok(_relay)) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("no answer".to_owned()),
+        Ok(Ok(relay)) => Ok(Held {
+            client,
+            _relay: Box::new(relay),
+        }),
+        Ok(Err(error)) => {
+            let _ = client.close().await;
+            Err(error.to_string())
+        }
+        Err(_) => {
+            let _ = client.close().await;
+            Err("no answer".to_owned())
+        }
     }
 }
 
@@ -185,6 +211,7 @@ async fn the_embedded_turn_server_accepts_what_the_gateway_hands_out_and_nothing
     config.turn_server = Some(ioap_gateway::turn_server::EmbeddedTurn {
         listen: "127.0.0.1:0".parse().expect("address"),
         relay_ip: "127.0.0.1".parse().expect("ip"),
+        max_allocations: 16,
     });
     // The operator's secret, no URL: the embedded server is the one offered.
     config.turn = Some(TurnConfig {
@@ -226,6 +253,28 @@ async fn the_embedded_turn_server_accepts_what_the_gateway_hands_out_and_nothing
         allocate_in(port, &expired, &password, realm).await.is_err(),
         "an expired credential is refused, however well signed"
     );
+    agent.close().await;
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_turn_server_refuses_allocations_beyond_its_bound() {
+    let mut config = GatewayConfig::ephemeral();
+    config.turn_server = Some(ioap_gateway::turn_server::EmbeddedTurn {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        relay_ip: "127.0.0.1".parse().expect("ip"),
+        max_allocations: 1,
+    });
+    let gateway = Gateway::start(config).await.expect("gateway");
+    let port = gateway.turn_server_addr().expect("embedded TURN").port();
+    let (agent, server) = agent_offered_one_server(&gateway).await;
+    let realm = ioap_gateway::turn_server::REALM;
+    let held = hold_allocation(port, &server.username, &server.credential, realm)
+        .await
+        .expect("the first allocation");
+    let refused = allocate_in(port, &server.username, &server.credential, realm).await;
+    assert!(refused.is_err(), "a second allocation is refused");
+    drop(held);
     agent.close().await;
     gateway.shutdown().await;
 }

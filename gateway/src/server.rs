@@ -144,9 +144,10 @@ fn fit_descriptor_limit(config: &mut GatewayConfig) {
     } else {
         soft
     };
+    let turn = config.turn_server.map_or(0, |turn| turn.max_allocations);
     let fits = usize::try_from(limit)
         .unwrap_or(usize::MAX)
-        .saturating_sub(FD_MARGIN + slots::RESERVE)
+        .saturating_sub(FD_MARGIN + slots::RESERVE + turn)
         .max(1);
     if config.max_connections > fits {
         warn!(

@@ -11,7 +11,7 @@ use ioap_protocol::Identity;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Admission, ClusterConfig, GatewayConfig, TlsFiles, TurnConfig};
-use crate::turn_server::EmbeddedTurn;
+use crate::turn_server::{DEFAULT_MAX_ALLOCATIONS, EmbeddedTurn};
 
 /// How long a TURN credential stays valid unless set: six hours.
 const DEFAULT_TURN_TTL: Duration = crate::turn::DEFAULT_TTL;
@@ -173,6 +173,15 @@ pub struct Settings {
         requires = "turn_listen"
     )]
     pub turn_relay_ip: Option<std::net::IpAddr>,
+    /// Relay allocations the embedded TURN server holds at once; more are refused
+    /// [default: 1024].
+    #[arg(
+        long,
+        env = "IOAP_TURN_MAX_ALLOCATIONS",
+        value_name = "N",
+        requires = "turn_listen"
+    )]
+    pub turn_max_allocations: Option<usize>,
     /// Log format [default: pretty].
     #[arg(long, env = "IOAP_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -283,6 +292,8 @@ file_settings! {
     turn_listen: SocketAddr,
     /// The embedded TURN server's relay address.
     turn_relay_ip: std::net::IpAddr,
+    /// The embedded TURN server's allocation bound.
+    turn_max_allocations: usize,
     /// Log format.
     log_format: LogFormat,
     /// Log filter.
@@ -417,9 +428,15 @@ impl FileSettings {
             (true, Some(_)) => anyhow::bail!("--turn-secret needs --turn-url or --turn-listen"),
             (false, _) => anyhow::bail!("--turn-url needs --turn-secret (IOAP_TURN_SECRET)"),
         };
+        let max_allocations = self.turn_max_allocations.unwrap_or(DEFAULT_MAX_ALLOCATIONS);
+        anyhow::ensure!(max_allocations > 0, "--turn-max-allocations must be > 0");
         let turn_server = match (self.turn_listen, self.turn_relay_ip) {
             (None, _) => None,
-            (Some(listen), Some(relay_ip)) => Some(EmbeddedTurn { listen, relay_ip }),
+            (Some(listen), Some(relay_ip)) => Some(EmbeddedTurn {
+                listen,
+                relay_ip,
+                max_allocations,
+            }),
             (Some(listen), None) => {
                 anyhow::ensure!(
                     !listen.ip().is_unspecified(),
@@ -429,6 +446,7 @@ impl FileSettings {
                 Some(EmbeddedTurn {
                     listen,
                     relay_ip: listen.ip(),
+                    max_allocations,
                 })
             }
         };

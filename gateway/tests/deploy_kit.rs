@@ -34,6 +34,7 @@ fn the_example_config_has_every_key_and_check_config_round_trips_it() {
         turn_secret: Some("s".into()),
         turn_listen: Some("0.0.0.0:3478".parse().expect("address")),
         turn_relay_ip: Some("203.0.113.7".parse().expect("ip")),
+        turn_max_allocations: Some(1024),
         ..ioap_gateway::FileSettings::defaults()
     };
     let documented = keys(&text);

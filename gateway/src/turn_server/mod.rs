@@ -15,6 +15,11 @@ use turn::relay::relay_static::RelayAddressGeneratorStatic;
 use turn::server::Server;
 use turn::server::config::{ConnConfig, ServerConfig};
 
+mod capacity;
+
+/// Relay allocations the embedded server holds at once by default (each is a UDP socket).
+pub const DEFAULT_MAX_ALLOCATIONS: usize = 1024;
+
 /// The realm of the embedded server's long-term credentials.
 pub const REALM: &str = "ioap";
 
@@ -25,6 +30,9 @@ pub struct EmbeddedTurn {
     pub listen: SocketAddr,
     /// The address agents reach its relayed sockets at (the host's public address).
     pub relay_ip: IpAddr,
+    /// Relay allocations held at once; more are refused (each is a UDP socket of the
+    /// gateway process).
+    pub max_allocations: usize,
 }
 
 /// A running embedded TURN server.
@@ -86,10 +94,13 @@ impl TurnServer {
         let server = Server::new(ServerConfig {
             conn_configs: vec![ConnConfig {
                 conn: Arc::new(socket),
-                relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
-                    relay_address: config.relay_ip,
-                    address: config.listen.ip().to_string(),
-                    net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
+                relay_addr_generator: Box::new(capacity::CappedRelays {
+                    inner: RelayAddressGeneratorStatic {
+                        relay_address: config.relay_ip,
+                        address: config.listen.ip().to_string(),
+                        net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
+                    },
+                    open: Arc::new(tokio::sync::Semaphore::new(config.max_allocations)),
                 }),
             }],
             realm: REALM.to_owned(),
