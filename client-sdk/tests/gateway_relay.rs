@@ -38,10 +38,39 @@ impl RtcEngine for NoPathEngine {
     }
 }
 
-fn no_path_engine() -> Arc<dyn RtcEngine> {
+/// A WebRTC engine whose data channel opens a second late, after ICE found its path: a setup
+/// slowed by CPU load, not a missing path.
+#[derive(Debug)]
+struct SlowOpenEngine(WebrtcEngine);
+
+impl RtcEngine for SlowOpenEngine {
+    fn peer<'a>(&'a self, extra_ice_servers: &'a [IceServer]) -> PeerFuture<'a> {
+        Box::pin(async move {
+            let (peer, mut events) = self.0.peer(extra_ice_servers).await?;
+            let (tx, delayed) = mpsc::channel(64);
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    if matches!(event, RtcEvent::ChannelOpen) {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok((peer, delayed))
+        })
+    }
+}
+
+fn loopback_engine() -> WebrtcEngine {
     let mut settings = RtcSettings::default();
     settings.loopback_only = true;
-    Arc::new(NoPathEngine(WebrtcEngine::new(&settings)))
+    WebrtcEngine::new(&settings)
+}
+
+fn no_path_engine() -> Arc<dyn RtcEngine> {
+    Arc::new(NoPathEngine(loopback_engine()))
 }
 
 #[tokio::test]
@@ -169,4 +198,31 @@ async fn a_gateway_that_does_not_relay_refuses_at_once_and_the_caller_says_no_pa
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_slow_setup_whose_ice_found_a_path_is_not_moved_to_the_relay() {
+    let gateway = gateway().await;
+    let url = gateway.ws_url();
+    let fast_fallback = link_settings().relay_after(Duration::from_millis(300));
+    let a = builder(&url, Identity::generate().expect("rng"))
+        .rtc_engine(Arc::new(SlowOpenEngine(loopback_engine())))
+        .link_settings(fast_fallback)
+        .connect()
+        .await
+        .expect("a registers");
+    let b = builder(&url, Identity::generate().expect("rng"))
+        .connect()
+        .await
+        .expect("b registers");
+    let started = Instant::now();
+    let peer = a.peer(b.did());
+    let echoed = within(peer.exec("echo", json!({"n": 2}))).await;
+    assert_eq!(echoed.expect("echo"), json!({"n": 2}));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the open was held back"
+    );
+    let path = peer.path().await.expect("path").expect("a path");
+    assert_eq!(path.kind(), PathKind::Direct, "{path}");
 }

@@ -48,6 +48,8 @@ struct Attempt {
     offered: bool,
     /// When the attempt began.
     started: std::time::Instant,
+    /// ICE found a working pair: a slow setup is not a missing path.
+    path_found: bool,
     /// The attempt travels over the gateway relay (PROTOCOL_DESIGN.md §11.5).
     relayed: Option<Relayed>,
 }
@@ -240,6 +242,7 @@ impl Driver {
             verifier: PeerVerifier::new(self.core.did, self.remote),
             offered,
             started: now(),
+            path_found: false,
             relayed: None,
         });
         self.status.send_replace(LinkStatus::Connecting);
@@ -361,6 +364,7 @@ impl Driver {
                 }
             }
             RtcEvent::ChannelOpen => attempt.machine.handle_channel_open(now()),
+            RtcEvent::PathFound => attempt.path_found = true,
             RtcEvent::Message(text) => match attempt.verifier.check(text.as_bytes(), wall_now()) {
                 Ok(envelope) => attempt.machine.handle_message(now(), envelope),
                 Err(refusal) => {

@@ -25,13 +25,17 @@ impl Driver {
             })
     }
 
-    /// When the direct attempt has waited long enough to fall back (`None`: no fallback due).
+    /// When the direct attempt has waited long enough to fall back (`None`: no fallback due,
+    /// or ICE found a path and only DTLS or the channel is slow, e.g. under CPU load).
     pub(super) fn relay_deadline(&self) -> Option<Instant> {
         if !self.may_relay() {
             return None;
         }
-        let started = self.attempt.as_ref()?.started;
-        Some(started + self.core.settings.relay_after)
+        let attempt = self.attempt.as_ref()?;
+        if attempt.path_found {
+            return None;
+        }
+        Some(attempt.started + self.core.settings.relay_after)
     }
 
     /// Abandons the direct attempt and opens a gateway-relayed link in its place, within the

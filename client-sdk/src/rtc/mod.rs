@@ -309,6 +309,9 @@ pub enum RtcState {
 pub enum RtcEvent {
     /// A local candidate to trickle to the peer (`candidate` empty: gathering finished).
     LocalCandidate(Candidate),
+    /// ICE found a working candidate pair (DTLS and the data channel may still be under way):
+    /// the attempt is slow, not pathless, and does not fall back to the gateway relay on time.
+    PathFound,
     /// The data channel opened.
     ChannelOpen,
     /// A text message arrived on the data channel.

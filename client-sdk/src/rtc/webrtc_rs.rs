@@ -21,6 +21,7 @@ use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
@@ -159,6 +160,16 @@ impl WebrtcPeer {
                         _ => RtcState::Connecting,
                     };
                     let _ = events.send(RtcEvent::State(state)).await;
+                })
+            }));
+        let events = self.events.clone();
+        self.pc
+            .on_ice_connection_state_change(Box::new(move |state: RTCIceConnectionState| {
+                let events = events.clone();
+                Box::pin(async move {
+                    if state == RTCIceConnectionState::Connected {
+                        let _ = events.send(RtcEvent::PathFound).await;
+                    }
                 })
             }));
         let events = self.events.clone();

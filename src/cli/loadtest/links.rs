@@ -17,8 +17,8 @@ use super::{Plan, until_stopped};
 /// Why a link was not attempted: one of its agents did not register.
 pub const NOT_REGISTERED: &str = "NOT_REGISTERED";
 
-/// Open links by the path ICE chose: `direct`, `punched`, `turn`, or `unknown` (the engine
-/// did not say).
+/// Open links by the path they took: `direct`, `punched`, `turn`, `gateway` (the gateway
+/// relay), or `unknown` (the engine did not say).
 pub type Paths = BTreeMap<&'static str, u64>;
 
 /// Opens the plan's links; each dial has the link setup deadline (`plan.timeout`). Stops
@@ -59,6 +59,7 @@ pub async fn run(
                     Some(PathKind::Direct) => "direct",
                     Some(PathKind::Punched) => "punched",
                     Some(PathKind::Turn) => "turn",
+                    Some(PathKind::Gateway) => "gateway",
                     _ => "unknown",
                 };
                 *paths.entry(name).or_default() += 1;

@@ -30,7 +30,7 @@ pub struct Report {
     pub registration: PhaseReport,
     /// Phase 2 (`None`: no links asked for).
     pub links: Option<PhaseReport>,
-    /// Open links by path: `direct`, `punched` (through NAT), `turn`, `unknown`.
+    /// Open links by path: `direct`, `punched` (through NAT), `turn`, `gateway`, `unknown`.
     pub link_paths: Option<super::links::Paths>,
     /// Phase 3 (`None`: no links open or no calls asked for).
     pub exec: Option<PhaseReport>,
