@@ -14,51 +14,42 @@ use serde_json::json;
 use support::{builder, gateway, gateway_with, link_settings, within};
 use tokio::sync::mpsc;
 
-/// A WebRTC engine that never tells the peer its candidates: no connectivity check can
-/// succeed, as between two symmetric NATs.
+/// A loopback WebRTC engine with a fault: `hide_candidates` never tells the peer its
+/// candidates (no check can succeed, as between two symmetric NATs); `slow_open` delivers
+/// the channel's opening a second late, after ICE found its path (a setup slowed by CPU
+/// load, not a missing path).
 #[derive(Debug)]
-struct NoPathEngine(WebrtcEngine);
-
-impl RtcEngine for NoPathEngine {
-    fn peer<'a>(&'a self, extra_ice_servers: &'a [IceServer]) -> PeerFuture<'a> {
-        Box::pin(async move {
-            let (peer, mut events) = self.0.peer(extra_ice_servers).await?;
-            let (tx, filtered) = mpsc::channel(64);
-            tokio::spawn(async move {
-                while let Some(event) = events.recv().await {
-                    let hidden = matches!(&event,
-                        RtcEvent::LocalCandidate(c) if !c.candidate.is_empty());
-                    if !hidden && tx.send(event).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Ok((peer, filtered))
-        })
-    }
+struct FaultyEngine {
+    inner: WebrtcEngine,
+    hide_candidates: bool,
+    slow_open: bool,
 }
 
-/// A WebRTC engine whose data channel opens a second late, after ICE found its path: a setup
-/// slowed by CPU load, not a missing path.
-#[derive(Debug)]
-struct SlowOpenEngine(WebrtcEngine);
-
-impl RtcEngine for SlowOpenEngine {
+impl RtcEngine for FaultyEngine {
     fn peer<'a>(&'a self, extra_ice_servers: &'a [IceServer]) -> PeerFuture<'a> {
         Box::pin(async move {
-            let (peer, mut events) = self.0.peer(extra_ice_servers).await?;
-            let (tx, delayed) = mpsc::channel(64);
+            let (peer, mut events) = self.inner.peer(extra_ice_servers).await?;
+            let (tx, faulty) = mpsc::channel(64);
+            let (hide_candidates, slow_open) = (self.hide_candidates, self.slow_open);
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
-                    if matches!(event, RtcEvent::ChannelOpen) {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    match &event {
+                        RtcEvent::LocalCandidate(c)
+                            if hide_candidates && !c.candidate.is_empty() =>
+                        {
+                            continue;
+                        }
+                        RtcEvent::ChannelOpen if slow_open => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        _ => {}
                     }
                     if tx.send(event).await.is_err() {
                         return;
                     }
                 }
             });
-            Ok((peer, delayed))
+            Ok((peer, faulty))
         })
     }
 }
@@ -70,7 +61,11 @@ fn loopback_engine() -> WebrtcEngine {
 }
 
 fn no_path_engine() -> Arc<dyn RtcEngine> {
-    Arc::new(NoPathEngine(loopback_engine()))
+    Arc::new(FaultyEngine {
+        inner: loopback_engine(),
+        hide_candidates: true,
+        slow_open: false,
+    })
 }
 
 #[tokio::test]
@@ -206,7 +201,11 @@ async fn a_slow_setup_whose_ice_found_a_path_is_not_moved_to_the_relay() {
     let url = gateway.ws_url();
     let fast_fallback = link_settings().relay_after(Duration::from_millis(300));
     let a = builder(&url, Identity::generate().expect("rng"))
-        .rtc_engine(Arc::new(SlowOpenEngine(loopback_engine())))
+        .rtc_engine(Arc::new(FaultyEngine {
+            inner: loopback_engine(),
+            hide_candidates: false,
+            slow_open: true,
+        }))
         .link_settings(fast_fallback)
         .connect()
         .await
