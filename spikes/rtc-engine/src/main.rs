@@ -142,6 +142,7 @@ async fn setup(a: &mut Side, b: &mut Side, buf_a: &mut [u8], buf_b: &mut [u8]) -
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .with_ice_connection_attempts(Some(check_interval()), None)
             .build();
         RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -173,6 +174,16 @@ async fn setup(a: &mut Side, b: &mut Side, buf_a: &mut [u8], buf_b: &mut [u8]) -
         assert!(!a.failed && !b.failed, "setup failed");
     }
     start.elapsed()
+}
+
+/// ICE's pause between connectivity checks: `RTC_CHECK_INTERVAL_MS` (default: the crate's
+/// 200 ms).
+fn check_interval() -> Duration {
+    let ms = std::env::var("RTC_CHECK_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    Duration::from_millis(ms)
 }
 
 async fn run_side(
