@@ -244,19 +244,41 @@ async fn a_receiver_that_does_not_read_is_receiver_busy_across_nodes_too() {
     .await;
     let mut sender = register(&one.ws_url()).await;
     let sleeper = register(&two.ws_url()).await;
-    // The sleeper never reads; its queue on its own node fills, and the overflow comes back
-    // to the sender as RECEIVER_BUSY, correlated to the refused frame.
+    // The sleeper never reads; once its socket buffers are full (their size is the kernel's
+    // choice, so large frames go until the refusal comes), its queue on its own node fills and
+    // the overflow comes back to the sender as RECEIVER_BUSY, correlated to the refused frame.
+    let big = Body::Offer(SessionDescription {
+        sdp: "a".repeat(60_000),
+    });
     let mut sent = Vec::new();
-    for _ in 0..200 {
-        let wire = sender.send(sleeper.did(), offer()).await;
-        sent.push(
-            ReceivedEnvelope::decode(wire.as_bytes())
-                .expect("own frame")
-                .envelope()
-                .id,
-        );
+    let mut refusal = None;
+    'sending: for _ in 0..100 {
+        for _ in 0..20 {
+            let wire = sender.send(sleeper.did(), big.clone()).await;
+            sent.push(
+                ReceivedEnvelope::decode(wire.as_bytes())
+                    .expect("own frame")
+                    .envelope()
+                    .id,
+            );
+        }
+        if let Ok(event) =
+            tokio::time::timeout(Duration::from_millis(50), next_event(&mut sender.ws)).await
+        {
+            refusal = Some(event);
+            break 'sending;
+        }
     }
-    let refused = expect_error_code(&mut sender.ws, ErrorCode::ReceiverBusy).await;
+    let Some(Event::Text(text)) = refusal else {
+        panic!("no refusal after {} frames: {refusal:?}", sent.len())
+    };
+    let received = ReceivedEnvelope::decode(text.as_bytes()).expect("decode");
+    let envelope = received.envelope();
+    let Body::Error(error) = &envelope.body else {
+        panic!("unexpected {:?}", envelope.body)
+    };
+    assert_eq!(error.code, ErrorCode::ReceiverBusy, "{}", error.message);
+    let refused = envelope.correlation_id;
     assert!(refused.is_some_and(|id| sent.contains(&id)), "{refused:?}");
     drop(sleeper);
 }
