@@ -267,11 +267,19 @@ impl GatewayClient {
         body: Body,
         correlation: Option<MessageId>,
     ) -> Result<MessageId, SendError> {
-        let (id, wire) = self.sign(to, body, correlation)?;
-        self.outbound
-            .send(wire)
+        self.sign_and_queue(&self.outbound, to, body, correlation)
             .await
-            .map_err(|_| SendError::Closed)?;
+    }
+
+    async fn sign_and_queue(
+        &self,
+        queue: &mpsc::Sender<String>,
+        to: Did,
+        body: Body,
+        correlation: Option<MessageId>,
+    ) -> Result<MessageId, SendError> {
+        let (id, wire) = self.sign(to, body, correlation)?;
+        queue.send(wire).await.map_err(|_| SendError::Closed)?;
         Ok(id)
     }
 
@@ -283,12 +291,8 @@ impl GatewayClient {
         body: Body,
         correlation: Option<MessageId>,
     ) -> Result<MessageId, SendError> {
-        let (id, wire) = self.sign(to, body, correlation)?;
-        self.relay_outbound
-            .send(wire)
+        self.sign_and_queue(&self.relay_outbound, to, body, correlation)
             .await
-            .map_err(|_| SendError::Closed)?;
-        Ok(id)
     }
 
     /// Signs and queues an envelope to `to` without waiting: fails with
