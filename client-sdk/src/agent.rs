@@ -20,7 +20,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
 use crate::handlers::{CapabilityHandler, Handlers};
 use crate::peer::Peer;
-use crate::rtc::{IceServer, RtcEngine, RtcSettings, WebrtcEngine};
+use crate::rtc::{Engine, IceServer, RtcEngine, RtcSettings};
 use crate::table::LinkTable;
 
 /// Why an agent could not start.
@@ -55,6 +55,9 @@ pub enum AgentError {
     /// The directory's URL could not be derived.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    /// `IOAP_ENGINE` names no WebRTC engine.
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// Builds an [`Agent`].
@@ -65,6 +68,7 @@ pub struct AgentBuilder {
     identity: Option<Identity>,
     rtc: RtcSettings,
     engine: Option<Arc<dyn RtcEngine>>,
+    engine_kind: Option<Engine>,
     links: LinkSettings,
     handlers: Handlers,
     retry_first_connect: bool,
@@ -82,6 +86,7 @@ impl AgentBuilder {
             identity: None,
             rtc: RtcSettings::default(),
             engine: None,
+            engine_kind: None,
             links: LinkSettings::default(),
             handlers: Handlers::default(),
             retry_first_connect: false,
@@ -120,8 +125,14 @@ impl AgentBuilder {
         self
     }
 
-    /// Uses another WebRTC engine (default: [`WebrtcEngine`](crate::rtc::WebrtcEngine) with
-    /// the [`rtc_settings`](Self::rtc_settings)).
+    /// Uses this WebRTC engine, built with the [`rtc_settings`](Self::rtc_settings) (default:
+    /// the one `IOAP_ENGINE` names, else [`Engine::WebrtcRs`]).
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine_kind = Some(engine);
+        self
+    }
+
+    /// Uses an engine of the caller's own (it takes precedence over [`engine`](Self::engine)).
     pub fn rtc_engine(mut self, engine: Arc<dyn RtcEngine>) -> Self {
         self.engine = Some(engine);
         self
@@ -193,6 +204,14 @@ impl AgentBuilder {
         if self.rtc.loopback_candidates.is_none() {
             self.rtc.loopback_candidates = Some(crate::rtc::gateway_is_local(&self.gateway.url));
         }
+        let engine = match self.engine.take() {
+            Some(engine) => engine,
+            None => self
+                .engine_kind
+                .map_or_else(Engine::from_env, Ok)
+                .map_err(AgentError::Engine)?
+                .build(&self.rtc),
+        };
         let directory = Directory::new(&self.gateway.url, self.gateway.tls.clone())?
             .with_alternates(&self.gateway.alternate_urls)?;
         self.gateway.identity = identity.clone();
@@ -205,9 +224,7 @@ impl AgentBuilder {
             did: identity.did(),
             identity,
             gateway,
-            engine: self
-                .engine
-                .unwrap_or_else(|| Arc::new(WebrtcEngine::new(&self.rtc))),
+            engine,
             handlers: self.handlers,
             links: LinkTable::new(self.links.max_links),
             settings: self.links,

@@ -67,7 +67,9 @@ pub use ioap_protocol::payload::{Intent, IntentQuery, IntentReply, IntentStatus,
 pub use ioap_protocol::{Did, ErrorCode, Identity};
 pub use link::LinkLimits;
 pub use peer::{ExecStream, Peer, StreamItem};
-pub use rtc::{CandidateKind, IceServer, IceServerCheck, LinkPath, PathKind, RtcSettings};
+pub use rtc::{
+    CandidateKind, ENGINE_ENV, Engine, IceServer, IceServerCheck, LinkPath, PathKind, RtcSettings,
+};
 pub use trust::{TrustError, client_config as tls_client_config};
 
 /// The README's examples, compiled and run as documentation tests.

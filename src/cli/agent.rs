@@ -40,6 +40,10 @@ pub struct AgentArgs {
     /// or `always` (networks that block UDP).
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = RelayMode::Fallback)]
     pub gateway_relay: RelayMode,
+    /// The WebRTC engine: webrtc-rs (a socket and task per link) or str0m (one socket and task
+    /// per agent) [default: webrtc-rs]
+    #[arg(long, value_name = "ENGINE", env = "IOAP_ENGINE")]
+    pub engine: Option<ioap_client::Engine>,
     /// Also trust the CA certificate(s) in this PEM file for wss:// and https:// (repeatable;
     /// the webpki roots stay trusted).
     #[arg(long = "ca-cert", value_name = "FILE", env = "IOAP_CA_CERT")]
@@ -88,6 +92,9 @@ impl AgentArgs {
         }
         for server in &self.ice_servers {
             builder = builder.ice_server(server.clone());
+        }
+        if let Some(engine) = self.engine {
+            builder = builder.engine(engine);
         }
         builder.gateway_relay(self.gateway_relay.into())
     }

@@ -1,9 +1,10 @@
 //! The WebRTC engine behind a trait: what a link needs of a peer connection (offer, answer,
 //! trickled candidates, one reliable ordered text channel) and the events it reports. The
 //! link's driver talks only to [`RtcEngine`] and [`RtcPeer`]; [`WebrtcEngine`] (webrtc-rs) is
-//! the first implementation and the only code that names the `webrtc` crate, so another engine
-//! plugs in with [`AgentBuilder::rtc_engine`](crate::AgentBuilder::rtc_engine) without touching
-//! the link rules.
+//! the first implementation and the only code that names the `webrtc` crate; [`Str0mEngine`]
+//! (str0m, sans-IO: one socket and one task per agent) the second, the only code that names
+//! `str0m`. [`Engine`] picks one by name; another engine plugs in with
+//! [`AgentBuilder::rtc_engine`](crate::AgentBuilder::rtc_engine) without touching the link rules.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,8 +13,12 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+mod choice;
+mod str0m_engine;
 mod webrtc_rs;
 
+pub use choice::{ENGINE_ENV, Engine};
+pub use str0m_engine::Str0mEngine;
 pub use webrtc_rs::{WebrtcEngine, WebrtcPeer};
 
 /// The label of the one data channel a link uses.

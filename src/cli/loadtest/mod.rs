@@ -86,6 +86,10 @@ pub struct LoadtestArgs {
     /// Frames per second per relay pair (0: as fast as the window allows).
     #[arg(long, value_name = "F", default_value_t = 0)]
     pub relay_rate: u32,
+    /// The WebRTC engine of the agents: webrtc-rs or str0m (default: IOAP_ENGINE, else
+    /// webrtc-rs).
+    #[arg(long, value_name = "ENGINE", env = "IOAP_ENGINE")]
+    pub engine: Option<ioap_client::Engine>,
     /// Links being dialed at once.
     #[arg(long, value_name = "D", default_value_t = 32)]
     pub dial_concurrency: usize,
@@ -121,6 +125,7 @@ pub struct Plan {
     relay_rate: u32,
     dial_concurrency: usize,
     timeout: Duration,
+    engine: ioap_client::Engine,
 }
 
 impl LoadtestArgs {
@@ -171,6 +176,7 @@ impl LoadtestArgs {
             relay_rate: self.relay_rate,
             dial_concurrency: self.dial_concurrency,
             timeout: Duration::from_millis(self.timeout),
+            engine: self.engine.unwrap_or_default(),
         })
     }
 }
@@ -385,6 +391,7 @@ impl Plan {
             ramp_per_s: self.ramp_per_s,
             duration_s: self.duration.as_secs(),
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            engine: self.engine.name(),
         }
     }
 }

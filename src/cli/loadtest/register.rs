@@ -120,6 +120,7 @@ async fn register(plan: &Plan, url: &str, full: bool) -> Result<Registered, Stri
         let mut agent = Agent::builder(url)
             .identity(identity)
             .loopback_only(true)
+            .engine(plan.engine)
             .capabilities(exec::capabilities())
             .link_settings(
                 LinkSettings::default()

@@ -71,6 +71,8 @@ pub struct RunConfig {
     pub duration_s: u64,
     /// Each operation's time limit, in milliseconds.
     pub timeout_ms: u64,
+    /// The agents' WebRTC engine (`webrtc-rs`, `str0m`).
+    pub engine: &'static str,
 }
 
 /// One phase's counts and timing.
@@ -239,7 +241,11 @@ impl Report {
         let mut out = String::new();
         let c = &self.config;
         let where_ = if c.embedded { "embedded" } else { "remote" };
-        let _ = writeln!(out, "ioap loadtest: gateway {} ({where_})", c.gateway_url);
+        let _ = writeln!(
+            out,
+            "ioap loadtest: gateway {} ({where_}), engine {}",
+            c.gateway_url, c.engine
+        );
         let _ = writeln!(
             out,
             "{:<10} {:>13} {:>7} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}",

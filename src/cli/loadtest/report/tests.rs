@@ -31,6 +31,7 @@ fn clean_report() -> Report {
             ramp_per_s: 0,
             duration_s: 1,
             timeout_ms: 1000,
+            engine: "str0m",
         },
         registration: PhaseReport::new(4, &tally(4, &[]), 0.5),
         links: Some(PhaseReport::new(1, &tally(1, &[]), 0.1)),

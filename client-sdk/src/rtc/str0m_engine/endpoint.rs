@@ -1,0 +1,524 @@
+//! The endpoint's loop: one UDP socket, one timer and every peer connection of an agent.
+//! Datagrams find their connection by the ICE user name of a check, then by source address;
+//! one that finds none yet (it came before its connection's offer or answer) waits briefly and
+//! is tried again when connections change, rather than being lost to "no endpoint yet".
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use str0m::Candidate as IceCandidate;
+use str0m::net::{Protocol, Receive, Transmit};
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+
+use super::Command;
+use super::slot::Slot;
+use super::stun::{SrflxProbe, check_username, is_stun};
+use crate::rtc::{CandidateKind, EVENT_BUFFER, IceServer, RtcError, RtcSettings};
+
+/// Datagrams kept for a connection that does not exist yet …
+const EARLY_DATAGRAMS: usize = 256;
+/// … and for how long.
+const EARLY_WAIT: Duration = Duration::from_secs(2);
+/// How often a link that does not keep up with its events is offered them again.
+const BACKLOG_RETRY: Duration = Duration::from_millis(5);
+/// A STUN server is asked again for the outside address after this long.
+const REPROBE_AFTER: Duration = Duration::from_secs(60);
+/// STUN servers remembered (they come from settings and gateways: few).
+const SERVERS_REMEMBERED: usize = 64;
+/// Socket reads per wake before commands and timers get their turn.
+const READS_PER_WAKE: usize = 64;
+
+/// A datagram that came before its connection.
+struct Early {
+    at: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// The loop's state.
+pub struct Endpoint {
+    settings: RtcSettings,
+    socket: tokio::net::UdpSocket,
+    udp: quinn_udp::UdpSocketState,
+    wildcard: bool,
+    hosts: Vec<SocketAddr>,
+    srflx: Vec<(SocketAddr, SocketAddr)>,
+    probes: Vec<SrflxProbe>,
+    asked: HashMap<String, Instant>,
+    slots: HashMap<u64, Slot>,
+    by_ufrag: HashMap<String, u64>,
+    by_remote: HashMap<SocketAddr, u64>,
+    timers: BTreeSet<(Instant, u64)>,
+    next_id: u64,
+    early: VecDeque<Early>,
+    commands: mpsc::Receiver<Command>,
+    to_self: mpsc::WeakSender<Command>,
+    out: Vec<Transmit>,
+}
+
+impl Endpoint {
+    /// Opens the socket (IPv4; loopback only if the settings say so) and lists the host
+    /// candidates: every routable interface address on the socket's port.
+    pub fn bind(
+        settings: RtcSettings,
+        commands: mpsc::Receiver<Command>,
+        to_self: mpsc::WeakSender<Command>,
+    ) -> std::io::Result<Endpoint> {
+        let loopback_only = settings.loopback_only;
+        let bind_ip = if loopback_only {
+            Ipv4Addr::LOCALHOST
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
+        let std_socket = std::net::UdpSocket::bind((bind_ip, 0))?;
+        std_socket.set_nonblocking(true)?;
+        let udp = quinn_udp::UdpSocketState::new((&std_socket).into())?;
+        let port = std_socket.local_addr()?.port();
+        let socket = tokio::net::UdpSocket::from_std(std_socket)?;
+        let with_loopback = loopback_only || settings.loopback_candidates.unwrap_or(false);
+        let hosts = if loopback_only {
+            vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]
+        } else {
+            if_addrs::get_if_addrs()?
+                .into_iter()
+                .map(|interface| interface.ip())
+                .filter(|ip| ip.is_ipv4() && crate::rtc::routable_candidate(*ip))
+                .filter(|ip| with_loopback || !ip.is_loopback())
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect()
+        };
+        Ok(Endpoint {
+            settings,
+            socket,
+            udp,
+            wildcard: !loopback_only,
+            hosts,
+            srflx: Vec::new(),
+            probes: Vec::new(),
+            asked: HashMap::new(),
+            slots: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_remote: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_id: 0,
+            early: VecDeque::new(),
+            commands,
+            to_self,
+            out: Vec::new(),
+        })
+    }
+
+    /// Runs until every handle on the engine and its connections is gone.
+    pub async fn run(mut self) {
+        let mut buf = vec![0u8; u16::MAX as usize * self.udp.gro_segments().max(1)];
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                readable = self.socket.readable() => {
+                    if let Err(e) = readable {
+                        tracing::warn!(error = %e, "the engine's socket failed");
+                        break;
+                    }
+                    self.read(&mut buf);
+                }
+                () = tokio::time::sleep_until(wake.into()) => self.on_timers(Instant::now()),
+            }
+            self.transmit();
+        }
+        for slot in self.slots.values_mut() {
+            slot.close();
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let timers = self.timers.first().map(|(at, _)| *at);
+        let probes = self.probes.iter().filter_map(SrflxProbe::deadline).min();
+        let early = self.early.front().map(|e| e.at + EARLY_WAIT);
+        let backlog = self
+            .slots
+            .values()
+            .any(Slot::has_backlog)
+            .then(|| Instant::now() + BACKLOG_RETRY);
+        [timers, probes, early, backlog]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far)
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::NewPeer { ice_servers, reply } => {
+                let _ = reply.send(self.new_peer(&ice_servers, now));
+                self.replay_early(now);
+            }
+            Command::Offer { peer, reply } => {
+                let _ = reply.send(self.with_slot(peer, now, |s, now, out| s.offer(now, out)));
+            }
+            Command::Answer { peer, offer, reply } => {
+                let answer = self.with_slot(peer, now, |s, now, out| s.answer(&offer, now, out));
+                let _ = reply.send(answer);
+                self.replay_early(now);
+            }
+            Command::AcceptAnswer {
+                peer,
+                answer,
+                reply,
+            } => {
+                let done =
+                    self.with_slot(peer, now, |s, now, out| s.accept_answer(&answer, now, out));
+                let _ = reply.send(done);
+                self.replay_early(now);
+            }
+            Command::AddCandidate {
+                peer,
+                candidate,
+                reply,
+            } => {
+                let done =
+                    self.with_slot(peer, now, |s, now, out| s.add_remote(&candidate, now, out));
+                let _ = reply.send(done);
+                self.replay_early(now);
+            }
+            Command::Send { peer, text, reply } => match self.slots.get_mut(&peer) {
+                Some(slot) => {
+                    slot.send(text, reply, now, &mut self.out);
+                    self.settle(peer);
+                }
+                None => {
+                    let _ = reply.send(Err(gone()));
+                }
+            },
+            Command::Path { peer, reply } => {
+                let _ = reply.send(self.slots.get(&peer).and_then(Slot::path));
+            }
+            Command::Close { peer } => {
+                if let Some(slot) = self.slots.get_mut(&peer) {
+                    slot.close();
+                    self.settle(peer);
+                }
+            }
+            Command::Resolved { server, addr } => match addr {
+                Some(addr) => self.probe(addr, now),
+                None => tracing::debug!(%server, "STUN server name did not resolve"),
+            },
+        }
+    }
+
+    fn new_peer(
+        &mut self,
+        ice_servers: &[IceServer],
+        now: Instant,
+    ) -> Result<(u64, mpsc::Receiver<RtcEvent>), RtcError> {
+        let servers: Vec<String> = self
+            .settings
+            .ice_servers
+            .iter()
+            .chain(ice_servers)
+            .flat_map(|server| server.urls.iter().cloned())
+            .collect();
+        for url in servers {
+            self.ask_server(&url, now);
+        }
+        let credentials = str0m::IceCreds {
+            ufrag: super::random_token(16)?,
+            pass: super::random_token(24)?,
+        };
+        let mut local: Vec<(IceCandidate, CandidateKind)> = Vec::new();
+        for host in &self.hosts {
+            if let Ok(candidate) = IceCandidate::host(*host, "udp") {
+                local.push((candidate, CandidateKind::Host));
+            }
+        }
+        for (mapped, base) in &self.srflx {
+            if let Ok(candidate) = IceCandidate::server_reflexive(*mapped, *base, "udp") {
+                local.push((candidate, CandidateKind::Srflx));
+            }
+        }
+        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+        let slot = Slot::new(&self.settings, credentials, &local, events, now);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_ufrag.insert(slot.ufrag().to_owned(), id);
+        self.timers.insert((slot.deadline(), id));
+        self.slots.insert(id, slot);
+        Ok((id, receiver))
+    }
+
+    /// Asks the STUN (or TURN: they answer Binding too) server at `url` for this socket's
+    /// outside address, unless it was asked lately.
+    fn ask_server(&mut self, url: &str, now: Instant) {
+        let Some(rest) = ["stun:", "turn:"]
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme))
+        else {
+            return;
+        };
+        if self
+            .asked
+            .get(url)
+            .is_some_and(|at| now.duration_since(*at) < REPROBE_AFTER)
+        {
+            return;
+        }
+        if self.asked.len() >= SERVERS_REMEMBERED {
+            self.asked.retain(|_, at| now.duration_since(*at) < REPROBE_AFTER);
+            if self.asked.len() >= SERVERS_REMEMBERED {
+                return;
+            }
+        }
+        self.asked.insert(url.to_owned(), now);
+        let authority = rest.split(['?', '/']).next().unwrap_or_default();
+        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:3478")
+        };
+        if let Ok(addr) = with_port.parse::<SocketAddr>() {
+            self.probe(addr, now);
+            return;
+        }
+        let Some(to_self) = self.to_self.upgrade() else {
+            return;
+        };
+        let server = url.to_owned();
+        tokio::spawn(async move {
+            let lookup = tokio::net::lookup_host(with_port);
+            let addr = match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+                Ok(Ok(mut addrs)) => addrs.find(SocketAddr::is_ipv4),
+                _ => None,
+            };
+            let _ = to_self.send(Command::Resolved { server, addr }).await;
+        });
+    }
+
+    fn probe(&mut self, server: SocketAddr, now: Instant) {
+        if !server.is_ipv4() || self.settings.loopback_only && !server.ip().is_loopback() {
+            return;
+        }
+        self.probes.retain(|p| !p.is_done() && p.server() != server);
+        let mut id = [0u8; 12];
+        if getrandom::fill(&mut id).is_ok() {
+            self.probes.push(SrflxProbe::new(server, id, now));
+        }
+    }
+
+    /// Runs `f` on a connection, then reschedules it (and forgets it if it ended).
+    fn with_slot<T>(
+        &mut self,
+        peer: u64,
+        now: Instant,
+        f: impl FnOnce(&mut Slot, Instant, &mut Vec<Transmit>) -> Result<T, RtcError>,
+    ) -> Result<T, RtcError> {
+        let slot = self.slots.get_mut(&peer).ok_or_else(gone)?;
+        let result = f(slot, now, &mut self.out);
+        self.settle(peer);
+        result
+    }
+
+    /// After a connection changed: its timer, or its removal if it ended.
+    fn settle(&mut self, peer: u64) {
+        let Some(slot) = self.slots.get(&peer) else {
+            return;
+        };
+        self.timers.retain(|(_, id)| *id != peer);
+        if slot.is_dead() {
+            if let Some(slot) = self.slots.remove(&peer) {
+                self.by_ufrag.remove(slot.ufrag());
+            }
+            self.by_remote.retain(|_, id| *id != peer);
+        } else {
+            self.timers.insert((slot.deadline(), peer));
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .timers
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        for peer in due {
+            if let Some(slot) = self.slots.get_mut(&peer) {
+                slot.handle_timeout(now, &mut self.out);
+                self.settle(peer);
+            }
+        }
+        let backlogged: Vec<u64> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.has_backlog() || s.is_dead())
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in backlogged {
+            if let Some(slot) = self.slots.get_mut(&peer) {
+                slot.flush_events();
+            }
+            self.settle(peer);
+        }
+        for probe in &mut self.probes {
+            while let Some(request) = probe.poll_transmit(now) {
+                send(&self.socket, &self.udp, probe.server(), None, &request);
+            }
+        }
+        self.probes.retain(|p| !p.is_done());
+        while self
+            .early
+            .front()
+            .is_some_and(|e| now.duration_since(e.at) >= EARLY_WAIT)
+        {
+            self.early.pop_front();
+            tracing::debug!("a datagram for no known connection expired");
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) {
+        for _ in 0..READS_PER_WAKE {
+            let mut meta = [quinn_udp::RecvMeta::default()];
+            let received = self.socket.try_io(Interest::READABLE, || {
+                self.udp
+                    .recv((&self.socket).into(), &mut [IoSliceMut::new(buf)], &mut meta)
+            });
+            match received {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive failed");
+                    return;
+                }
+            }
+            let meta = meta[0];
+            let port = self.hosts.first().map_or(0, SocketAddr::port);
+            let local_ip = meta.dst_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let destination = SocketAddr::new(local_ip, port);
+            let now = Instant::now();
+            for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                self.on_datagram(now, meta.addr, destination, datagram);
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        if is_stun(data) {
+            for i in 0..self.probes.len() {
+                if let Some(mapped) = self.probes[i].handle(source, data) {
+                    self.on_srflx(mapped, destination);
+                    return;
+                }
+            }
+        }
+        if !self.deliver(now, source, destination, data) {
+            if self.early.len() >= EARLY_DATAGRAMS {
+                self.early.pop_front();
+                tracing::debug!("too many datagrams for no known connection; the oldest dropped");
+            }
+            self.early.push_back(Early {
+                at: now,
+                source,
+                destination,
+                data: data.to_vec(),
+            });
+        }
+    }
+
+    /// Hands a datagram to its connection; false if none takes it.
+    fn deliver(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+            return true; // Not WebRTC at all: nobody's, and not worth keeping.
+        };
+        let input = str0m::Input::Receive(now, receive);
+        let by_name = check_username(data).and_then(|ufrag| self.by_ufrag.get(ufrag));
+        let by_address = self.by_remote.get(&source);
+        let found = by_name
+            .or(by_address)
+            .copied()
+            .filter(|id| self.slots.get(id).is_some_and(|s| s.accepts(&input)))
+            .or_else(|| {
+                self.slots
+                    .iter()
+                    .find(|(_, s)| s.accepts(&input))
+                    .map(|(id, _)| *id)
+            });
+        let (Some(peer), str0m::Input::Receive(_, receive)) = (found, input) else {
+            return false;
+        };
+        self.by_remote.insert(source, peer);
+        if let Some(slot) = self.slots.get_mut(&peer) {
+            slot.handle_receive(now, receive, &mut self.out);
+        }
+        self.settle(peer);
+        true
+    }
+
+    fn replay_early(&mut self, now: Instant) {
+        for early in std::mem::take(&mut self.early) {
+            if !self.deliver(now, early.source, early.destination, &early.data) {
+                self.early.push_back(early);
+            }
+        }
+    }
+
+    /// A STUN server told this socket's outside address: every connection offers it.
+    fn on_srflx(&mut self, mapped: SocketAddr, base: SocketAddr) {
+        if self.hosts.contains(&mapped) || self.srflx.iter().any(|(m, _)| *m == mapped) {
+            return;
+        }
+        let Ok(candidate) = IceCandidate::server_reflexive(mapped, base, "udp") else {
+            return;
+        };
+        self.srflx.push((mapped, base));
+        let peers: Vec<u64> = self.slots.keys().copied().collect();
+        for peer in peers {
+            if let Some(slot) = self.slots.get_mut(&peer) {
+                slot.add_local(candidate.clone(), CandidateKind::Srflx);
+            }
+            self.settle(peer);
+        }
+    }
+
+    fn transmit(&mut self) {
+        for transmit in self.out.drain(..) {
+            let source = self.wildcard.then_some(transmit.source.ip());
+            send(&self.socket, &self.udp, transmit.destination, source, &transmit.contents);
+        }
+    }
+}
+
+use crate::rtc::RtcEvent;
+
+fn gone() -> RtcError {
+    RtcError::new("the peer connection is closed")
+}
+
+/// Sends one datagram; UDP may lose it anyway, so a full socket buffer only costs a
+/// retransmission (ICE, DTLS and SCTP all retransmit).
+fn send(
+    socket: &tokio::net::UdpSocket,
+    udp: &quinn_udp::UdpSocketState,
+    destination: SocketAddr,
+    source: Option<IpAddr>,
+    contents: &[u8],
+) {
+    let transmit = quinn_udp::Transmit {
+        destination,
+        ecn: None,
+        contents,
+        segment_size: None,
+        src_ip: source.filter(|ip| !ip.is_unspecified()),
+    };
+    if let Err(e) = udp.try_send(socket.into(), &transmit) {
+        tracing::debug!(error = %e, %destination, "datagram not sent");
+    }
+}

@@ -1,0 +1,442 @@
+//! One peer connection inside the engine's loop: a str0m [`Rtc`], its data channel, the
+//! events on their way to the link and the sends waiting for room. Sans-IO: time is an input
+//! and datagrams go out through the caller.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::net::{Receive, Transmit};
+use str0m::{Candidate as IceCandidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::rtc::{
+    CHANNEL_LABEL, Candidate, CandidateKind, LinkPath, RtcError, RtcEvent, RtcSettings, RtcState,
+};
+
+/// Events held for a link that does not keep up before the peer connection is given up.
+pub const EVENT_BACKLOG: usize = 4096;
+/// Sends waiting for room in the data channel before further sends are refused.
+pub const OUTBOX: usize = 256;
+
+/// A send waiting for room: the text and who awaits it.
+type PendingSend = (String, oneshot::Sender<Result<(), RtcError>>);
+
+/// One peer connection's state.
+pub struct Slot {
+    rtc: Rtc,
+    ufrag: String,
+    events: mpsc::Sender<RtcEvent>,
+    backlog: VecDeque<RtcEvent>,
+    pending_offer: Option<SdpPendingOffer>,
+    channel: Option<ChannelId>,
+    outbox: VecDeque<PendingSend>,
+    local: Vec<(SocketAddr, CandidateKind)>,
+    remote: Vec<(SocketAddr, CandidateKind)>,
+    route: Option<(SocketAddr, SocketAddr)>,
+    path_found: bool,
+    channel_open: bool,
+    deadline: Instant,
+    dead: bool,
+}
+
+/// Builds the str0m configuration for one peer connection: ICE gives up a silent pair within
+/// `ice_failed_timeout` (str0m's default waits ≈ 20 s).
+fn config(settings: &RtcSettings, credentials: str0m::IceCreds) -> RtcConfig {
+    let mut config = RtcConfig::new().set_local_ice_credentials(credentials);
+    config.set_initial_stun_rto(STUN_INITIAL_RTO);
+    config.set_max_stun_rto(STUN_MAX_RTO);
+    config.set_max_stun_retransmits(stun_retransmits(settings.ice_failed_timeout));
+    config
+}
+
+const STUN_INITIAL_RTO: Duration = Duration::from_millis(250);
+const STUN_MAX_RTO: Duration = Duration::from_secs(1);
+
+/// The wait before a check's `n`th transmission (str0m's rule: doubling from the initial RTO,
+/// capped).
+fn stun_wait(n: u32) -> Duration {
+    (STUN_INITIAL_RTO * 2u32.pow(n.saturating_sub(1).min(16))).min(STUN_MAX_RTO)
+}
+
+/// How long str0m lets a pair go unanswered with `retransmits`: the waits before the 2nd …
+/// last transmission and one more.
+fn ice_timeout(retransmits: u32) -> Duration {
+    (2..=retransmits).map(stun_wait).sum::<Duration>() + stun_wait(retransmits)
+}
+
+/// The most retransmissions whose timeout stays within `limit` (at least 2).
+fn stun_retransmits(limit: Duration) -> usize {
+    let mut retransmits = 2;
+    while retransmits < 30 && ice_timeout(retransmits + 1) <= limit {
+        retransmits += 1;
+    }
+    retransmits as usize
+}
+
+impl Slot {
+    /// A new peer connection with its local candidates, reporting to `events`.
+    pub fn new(
+        settings: &RtcSettings,
+        credentials: str0m::IceCreds,
+        local: &[(IceCandidate, CandidateKind)],
+        events: mpsc::Sender<RtcEvent>,
+        now: Instant,
+    ) -> Slot {
+        let ufrag = credentials.ufrag.clone();
+        let rtc = config(settings, credentials).build(now);
+        let mut slot = Slot {
+            rtc,
+            ufrag,
+            events,
+            backlog: VecDeque::new(),
+            pending_offer: None,
+            channel: None,
+            outbox: VecDeque::new(),
+            local: Vec::new(),
+            remote: Vec::new(),
+            route: None,
+            path_found: false,
+            channel_open: false,
+            deadline: now,
+            dead: false,
+        };
+        for (candidate, kind) in local {
+            slot.add_local(candidate.clone(), *kind);
+        }
+        slot
+    }
+
+    /// The ICE user name fragment of this side (incoming checks name it).
+    pub fn ufrag(&self) -> &str {
+        &self.ufrag
+    }
+
+    /// When [`Slot::handle_timeout`] is next due.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Gone: closed, failed, or its link stopped listening.
+    pub fn is_dead(&self) -> bool {
+        self.dead || !self.rtc.is_alive() || self.events.is_closed()
+    }
+
+    /// Adds a local candidate and trickles it to the peer.
+    pub fn add_local(&mut self, candidate: IceCandidate, kind: CandidateKind) {
+        let addr = candidate.addr();
+        if self.rtc.add_local_candidate(candidate.clone()).is_some() {
+            self.local.push((addr, kind));
+            self.emit(RtcEvent::LocalCandidate(Candidate {
+                candidate: candidate.to_sdp_string(),
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+            }));
+        }
+    }
+
+    /// Whether a datagram is this peer connection's.
+    pub fn accepts(&self, input: &Input) -> bool {
+        self.rtc.accepts(input)
+    }
+
+    /// Offerer side: the data channel and the offer.
+    pub fn offer(&mut self, now: Instant, out: &mut Vec<Transmit>) -> Result<String, RtcError> {
+        let mut change = self.rtc.sdp_api();
+        self.channel = Some(change.add_channel(CHANNEL_LABEL.to_owned()));
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| RtcError::new("nothing to offer"))?;
+        self.pending_offer = Some(pending);
+        self.drain(now, out);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// Answerer side: applies the offer and returns the answer.
+    pub fn answer(
+        &mut self,
+        offer: &str,
+        now: Instant,
+        out: &mut Vec<Transmit>,
+    ) -> Result<String, RtcError> {
+        let offer = SdpOffer::from_sdp_string(offer).map_err(RtcError::new)?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(RtcError::new)?;
+        self.drain(now, out);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Offerer side: applies the answer.
+    pub fn accept_answer(
+        &mut self,
+        answer: &str,
+        now: Instant,
+        out: &mut Vec<Transmit>,
+    ) -> Result<(), RtcError> {
+        let pending = self
+            .pending_offer
+            .take()
+            .ok_or_else(|| RtcError::new("no offer pending"))?;
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(RtcError::new)?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(RtcError::new)?;
+        self.drain(now, out);
+        Ok(())
+    }
+
+    /// A candidate the peer trickled (an empty one ends its candidates and is ignored).
+    pub fn add_remote(
+        &mut self,
+        candidate: &Candidate,
+        now: Instant,
+        out: &mut Vec<Transmit>,
+    ) -> Result<(), RtcError> {
+        let line = candidate.candidate.trim();
+        if line.is_empty() {
+            return Ok(());
+        }
+        let parsed = IceCandidate::from_sdp_string(line).map_err(RtcError::new)?;
+        self.remote.push((parsed.addr(), kind_of(parsed.kind())));
+        self.rtc.add_remote_candidate(parsed);
+        self.drain(now, out);
+        Ok(())
+    }
+
+    /// Sends text on the data channel: at once if there is room, else when there is.
+    pub fn send(
+        &mut self,
+        text: String,
+        reply: oneshot::Sender<Result<(), RtcError>>,
+        now: Instant,
+        out: &mut Vec<Transmit>,
+    ) {
+        if !self.channel_open {
+            let _ = reply.send(Err(RtcError::new("no data channel yet")));
+            return;
+        }
+        if self.outbox.len() >= OUTBOX {
+            let _ = reply.send(Err(RtcError::new("the data channel's send queue is full")));
+            return;
+        }
+        self.outbox.push_back((text, reply));
+        self.flush_outbox();
+        self.drain(now, out);
+    }
+
+    fn flush_outbox(&mut self) {
+        let Some(id) = self.channel else {
+            return;
+        };
+        while let Some((text, _)) = self.outbox.front() {
+            let Some(mut channel) = self.rtc.channel(id) else {
+                return;
+            };
+            match channel.write(false, text.as_bytes()) {
+                Ok(true) => {
+                    if let Some((_, reply)) = self.outbox.pop_front() {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    if let Some((_, reply)) = self.outbox.pop_front() {
+                        let _ = reply.send(Err(RtcError::new(e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A datagram for this peer connection (one that [`Slot::accepts`]).
+    pub fn handle_receive(&mut self, now: Instant, receive: Receive, out: &mut Vec<Transmit>) {
+        if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
+            tracing::debug!(error = %e, "peer connection refused a datagram");
+        }
+        self.drain(now, out);
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(error = %e, "peer connection failed");
+            self.fail();
+        }
+        self.drain(now, out);
+    }
+
+    /// Closes the connection for good.
+    pub fn close(&mut self) {
+        self.rtc.disconnect();
+        self.emit(RtcEvent::State(RtcState::Closed));
+        self.dead = true;
+    }
+
+    /// The pair in use, once ICE nominated one.
+    pub fn path(&self) -> Option<LinkPath> {
+        let (source, destination) = self.route?;
+        let remote = self
+            .remote
+            .iter()
+            .find(|(addr, _)| *addr == destination)
+            .map_or(CandidateKind::Prflx, |(_, kind)| *kind);
+        let local = self
+            .local
+            .iter()
+            .find(|(addr, _)| *addr == source)
+            .map_or(CandidateKind::Host, |(_, kind)| *kind);
+        // Through a NAT the pair's base is the host address; what the peer saw was ours
+        // outside it.
+        let local = match (local, remote) {
+            (CandidateKind::Host, CandidateKind::Srflx | CandidateKind::Prflx)
+                if self.local.iter().any(|(_, k)| *k == CandidateKind::Srflx) =>
+            {
+                CandidateKind::Srflx
+            }
+            (kind, _) => kind,
+        };
+        Some(LinkPath {
+            local,
+            local_address: source.to_string(),
+            remote,
+            remote_address: destination.to_string(),
+            rtt_ms: None,
+        })
+    }
+
+    /// Hands waiting events to the link as far as it has room; false if the link does not
+    /// keep up and the connection was given up.
+    pub fn flush_events(&mut self) {
+        while let Some(event) = self.backlog.pop_front() {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    self.backlog.push_front(event);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.backlog.clear();
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Events are waiting for the link.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    fn emit(&mut self, event: RtcEvent) {
+        if self.backlog.len() >= EVENT_BACKLOG {
+            tracing::warn!("a link did not take its events; its peer connection is given up");
+            self.rtc.disconnect();
+            self.dead = true;
+            return;
+        }
+        self.backlog.push_back(event);
+        self.flush_events();
+    }
+
+    fn fail(&mut self) {
+        self.emit(RtcEvent::State(RtcState::Failed));
+        self.rtc.disconnect();
+        self.dead = true;
+    }
+
+    /// Runs str0m until it wants time to pass: datagrams to `out`, events to the link.
+    fn drain(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        loop {
+            if !self.rtc.is_alive() {
+                self.deadline = now + Duration::from_secs(3600);
+                return;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    self.deadline = at;
+                    return;
+                }
+                Ok(Output::Transmit(transmit)) => {
+                    if self.path_found {
+                        self.route = Some((transmit.source, transmit.destination));
+                    }
+                    out.push(transmit);
+                }
+                Ok(Output::Event(event)) => self.on_event(event),
+                Err(e) => {
+                    tracing::debug!(error = %e, "peer connection failed");
+                    self.fail();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::IceConnectionStateChange(state) => match state {
+                IceConnectionState::Connected | IceConnectionState::Completed
+                    if !self.path_found =>
+                {
+                    self.path_found = true;
+                    self.emit(RtcEvent::PathFound);
+                }
+                IceConnectionState::Disconnected => {
+                    self.emit(RtcEvent::State(RtcState::Disconnected));
+                    self.fail();
+                }
+                _ => {}
+            },
+            Event::Connected => self.emit(RtcEvent::State(RtcState::Connected)),
+            Event::ChannelOpen(id, label) => {
+                if label == CHANNEL_LABEL {
+                    self.channel = Some(id);
+                    self.channel_open = true;
+                    self.rtc
+                        .channel(id)
+                        .map(|mut c| c.set_buffered_amount_low_threshold(64 * 1024));
+                    self.emit(RtcEvent::ChannelOpen);
+                    self.flush_outbox();
+                } else {
+                    self.rtc.direct_api().close_data_channel(id);
+                }
+            }
+            Event::ChannelData(data) if Some(data.id) == self.channel => {
+                if data.binary {
+                    self.emit(RtcEvent::Binary(data.data.len()));
+                } else {
+                    match String::from_utf8(data.data) {
+                        Ok(text) => self.emit(RtcEvent::Message(text)),
+                        Err(e) => self.emit(RtcEvent::Binary(e.as_bytes().len())),
+                    }
+                }
+            }
+            Event::ChannelBufferedAmountLow(id) if Some(id) == self.channel => self.flush_outbox(),
+            Event::ChannelClose(id) if Some(id) == self.channel => {
+                self.channel_open = false;
+                self.emit(RtcEvent::ChannelClosed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The ioap name of a str0m candidate kind.
+pub fn kind_of(kind: str0m::CandidateKind) -> CandidateKind {
+    match kind {
+        str0m::CandidateKind::Host => CandidateKind::Host,
+        str0m::CandidateKind::ServerReflexive => CandidateKind::Srflx,
+        str0m::CandidateKind::PeerReflexive => CandidateKind::Prflx,
+        str0m::CandidateKind::Relayed => CandidateKind::Relay,
+    }
+}
+
+#[cfg(test)]
+mod tests;
