@@ -397,7 +397,12 @@ impl LinkMachine {
                 stream,
             } => {
                 let window = (stream && self.peer.flow).then_some(self.config.window);
-                let millis = deadline.saturating_duration_since(now).as_millis();
+                // Rounded up: the callee's deadline (its receipt + timeout_ms) is never before
+                // ours, so its TIMEOUT cannot overtake our own.
+                let millis = deadline
+                    .saturating_duration_since(now)
+                    .as_micros()
+                    .div_ceil(1000);
                 let mut request = ExecRequest::new(capability, args);
                 request.timeout_ms = u64::try_from(millis)
                     .unwrap_or(u64::MAX)

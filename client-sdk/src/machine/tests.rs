@@ -523,6 +523,24 @@ fn deadlines_expire_on_both_sides_at_the_same_instant() {
 }
 
 #[test]
+fn a_deadline_between_milliseconds_is_never_shortened_for_the_callee() {
+    let mut pair = Pair::open();
+    // 1.4993 s left: the callee gets 1,500 ms, so its timeout cannot answer before ours.
+    let call = pair.exec("slow", false, Duration::from_micros(1_499_300));
+    let (_, request) = pair.b.served().pop().expect("served");
+    let ServeRequest::Exec { deadline, .. } = request else {
+        panic!("not an exec")
+    };
+    assert_eq!(deadline, pair.now + Duration::from_millis(1500));
+    pair.advance(Duration::from_micros(1_499_300));
+    assert_eq!(
+        pair.a.call_events(call),
+        [CallEvent::Done(Err(CallError::Timeout))],
+        "the caller's own deadline comes first"
+    );
+}
+
+#[test]
 fn the_callee_bounds_what_it_serves_and_the_caller_what_it_calls() {
     let mut small = config();
     small.max_serving = 2;

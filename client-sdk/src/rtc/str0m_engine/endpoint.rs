@@ -272,14 +272,17 @@ impl Endpoint {
             return;
         }
         if self.asked.len() >= SERVERS_REMEMBERED {
-            self.asked.retain(|_, at| now.duration_since(*at) < REPROBE_AFTER);
+            self.asked
+                .retain(|_, at| now.duration_since(*at) < REPROBE_AFTER);
             if self.asked.len() >= SERVERS_REMEMBERED {
                 return;
             }
         }
         self.asked.insert(url.to_owned(), now);
         let authority = rest.split(['?', '/']).next().unwrap_or_default();
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         {
             authority.to_owned()
         } else {
@@ -388,8 +391,11 @@ impl Endpoint {
         for _ in 0..READS_PER_WAKE {
             let mut meta = [quinn_udp::RecvMeta::default()];
             let received = self.socket.try_io(Interest::READABLE, || {
-                self.udp
-                    .recv((&self.socket).into(), &mut [IoSliceMut::new(buf)], &mut meta)
+                self.udp.recv(
+                    (&self.socket).into(),
+                    &mut [IoSliceMut::new(buf)],
+                    &mut meta,
+                )
             });
             match received {
                 Ok(_) => {}
@@ -410,7 +416,13 @@ impl Endpoint {
         }
     }
 
-    fn on_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         if is_stun(data) {
             for i in 0..self.probes.len() {
                 if let Some(mapped) = self.probes[i].handle(source, data) {
@@ -434,7 +446,13 @@ impl Endpoint {
     }
 
     /// Hands a datagram to its connection; false if none takes it.
-    fn deliver(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
             return true; // Not WebRTC at all: nobody's, and not worth keeping.
         };
@@ -491,7 +509,13 @@ impl Endpoint {
     fn transmit(&mut self) {
         for transmit in self.out.drain(..) {
             let source = self.wildcard.then_some(transmit.source.ip());
-            send(&self.socket, &self.udp, transmit.destination, source, &transmit.contents);
+            send(
+                &self.socket,
+                &self.udp,
+                transmit.destination,
+                source,
+                &transmit.contents,
+            );
         }
     }
 }

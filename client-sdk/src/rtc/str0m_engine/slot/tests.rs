@@ -97,7 +97,11 @@ impl Pair {
     fn negotiate(&mut self) {
         let mut out = Vec::new();
         let offer = self.a.slot.offer(self.now, &mut out).expect("offer");
-        let answer = self.b.slot.answer(&offer, self.now, &mut out).expect("answer");
+        let answer = self
+            .b
+            .slot
+            .answer(&offer, self.now, &mut out)
+            .expect("answer");
         self.a
             .slot
             .accept_answer(&answer, self.now, &mut out)
@@ -194,9 +198,7 @@ fn a_channel_opens_within_a_few_round_trips_and_carries_text_both_ways() {
 
     let mut out = Vec::new();
     let (reply, mut sent) = oneshot::channel();
-    pair.a
-        .slot
-        .send("hello".into(), reply, pair.now, &mut out);
+    pair.a.slot.send("hello".into(), reply, pair.now, &mut out);
     assert!(matches!(sent.try_recv(), Ok(Ok(()))));
     let (reply, _sent) = oneshot::channel();
     pair.b.slot.send("olleh".into(), reply, pair.now, &mut out);
@@ -217,21 +219,25 @@ fn a_send_before_the_channel_opens_is_refused() {
     assert!(matches!(sent.try_recv(), Ok(Err(_))));
 }
 
+/// str0m keeps a pair whose peer sent checks in the last 15 s (a fixed grace), then gives it
+/// up after our ICE timeout: ICE alone would notice a vanished peer after ≈ 20 s, so the
+/// link's heartbeat (5 s, PROTOCOL_DESIGN.md §11.3) is what notices it first.
 #[test]
-fn a_vanished_peer_is_noticed_within_the_failed_timeout() {
+fn ice_gives_up_a_vanished_peer_after_its_grace_and_the_failed_timeout() {
     let mut pair = Pair::new(Duration::from_millis(5));
     pair.negotiate();
     pair.run_until(Duration::from_secs(5), |p| p.a.opened() && p.b.opened());
     pair.a_unreachable = true;
-    let took = pair.run_until(Duration::from_secs(30), |p| {
+    let took = pair.run_until(Duration::from_secs(60), |p| {
         p.b.seen
             .iter()
             .any(|e| matches!(e, RtcEvent::State(RtcState::Disconnected)))
     });
-    let failed = RtcSettings::default().ice_failed_timeout;
+    let limit = Duration::from_secs(15) + RtcSettings::default().ice_failed_timeout;
+    assert!(took <= limit, "noticed after {took:?}");
     assert!(
-        took <= failed,
-        "noticed after {took:?} (settings: {failed:?})"
+        took > Duration::from_secs(5),
+        "noticed after {took:?}: the grace changed"
     );
     assert!(pair.b.slot.is_dead());
 }

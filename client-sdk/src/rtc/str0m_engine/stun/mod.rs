@@ -89,8 +89,7 @@ fn address(value: &[u8], xor: Option<&[u8]>) -> Option<SocketAddr> {
             (value.len() >= 8).then_some(IpAddr::V4(Ipv4Addr::from(b)))?
         }
         0x02 => {
-            let b: [u8; 16] =
-                std::array::from_fn(|i| value.get(4 + i).map_or(0, |v| v ^ mask(i)));
+            let b: [u8; 16] = std::array::from_fn(|i| value.get(4 + i).map_or(0, |v| v ^ mask(i)));
             (value.len() >= 20).then_some(IpAddr::V6(Ipv6Addr::from(b)))?
         }
         _ => return None,

@@ -33,7 +33,10 @@ fn a_response_to_another_transaction_or_a_request_is_not_an_answer() {
     let mut other = RFC5769_ID;
     other[0] ^= 1;
     assert_eq!(binding_success(&response, &other), None);
-    assert_eq!(binding_success(&binding_request(RFC5769_ID), &RFC5769_ID), None);
+    assert_eq!(
+        binding_success(&binding_request(RFC5769_ID), &RFC5769_ID),
+        None
+    );
     assert_eq!(binding_success(&response[..19], &RFC5769_ID), None);
 }
 
@@ -67,7 +70,10 @@ fn check_with_username(username: &str) -> Vec<u8> {
 
 #[test]
 fn a_check_names_this_sides_fragment_first() {
-    assert_eq!(check_username(&check_with_username("abcd:efgh")), Some("abcd"));
+    assert_eq!(
+        check_username(&check_with_username("abcd:efgh")),
+        Some("abcd")
+    );
     assert_eq!(check_username(&check_with_username("solo")), Some("solo"));
     assert_eq!(check_username(&binding_request(RFC5769_ID)), None);
     assert_eq!(check_username(&hex(RFC5769_IPV4_RESPONSE)), None);
@@ -89,7 +95,11 @@ fn a_probe_retransmits_then_gives_up_in_virtual_time() {
     let ms = |m| Duration::from_millis(m);
     assert_eq!(sent_at, vec![ms(0), ms(250), ms(750), ms(1750)]);
     assert!(probe.is_done());
-    assert_eq!(now - start, ms(3750), "gives up one doubled wait after the last");
+    assert_eq!(
+        now - start,
+        ms(3750),
+        "gives up one doubled wait after the last"
+    );
 }
 
 #[test]
