@@ -14,9 +14,10 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 use super::Command;
+use super::servers::{FromServer, ServerSpec, Servers};
 use super::slot::Slot;
-use super::stun::{SrflxProbe, check_username, is_stun};
-use crate::rtc::{CandidateKind, EVENT_BUFFER, IceServer, RtcError, RtcSettings};
+use super::stun::check_username;
+use crate::rtc::{CandidateKind, EVENT_BUFFER, IceServer, RtcError, RtcEvent, RtcSettings};
 
 /// Datagrams kept for a connection that does not exist yet …
 const EARLY_DATAGRAMS: usize = 256;
@@ -24,10 +25,6 @@ const EARLY_DATAGRAMS: usize = 256;
 const EARLY_WAIT: Duration = Duration::from_secs(2);
 /// How often a link that does not keep up with its events is offered them again.
 const BACKLOG_RETRY: Duration = Duration::from_millis(5);
-/// A STUN server is asked again for the outside address after this long.
-const REPROBE_AFTER: Duration = Duration::from_secs(60);
-/// STUN servers remembered (they come from settings and gateways: few).
-const SERVERS_REMEMBERED: usize = 64;
 /// Socket reads per wake before commands and timers get their turn.
 const READS_PER_WAKE: usize = 64;
 
@@ -46,9 +43,7 @@ pub struct Endpoint {
     udp: quinn_udp::UdpSocketState,
     wildcard: bool,
     hosts: Vec<SocketAddr>,
-    srflx: Vec<(SocketAddr, SocketAddr)>,
-    probes: Vec<SrflxProbe>,
-    asked: HashMap<String, Instant>,
+    servers: Servers,
     slots: HashMap<u64, Slot>,
     by_ufrag: HashMap<String, u64>,
     by_remote: HashMap<SocketAddr, u64>,
@@ -97,9 +92,7 @@ impl Endpoint {
             udp,
             wildcard: !loopback_only,
             hosts,
-            srflx: Vec::new(),
-            probes: Vec::new(),
-            asked: HashMap::new(),
+            servers: Servers::default(),
             slots: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_remote: HashMap::new(),
@@ -136,19 +129,22 @@ impl Endpoint {
         for slot in self.slots.values_mut() {
             slot.close();
         }
+        for (server, release) in self.servers.release() {
+            send(&self.socket, &self.udp, server, None, &release);
+        }
     }
 
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let timers = self.timers.first().map(|(at, _)| *at);
-        let probes = self.probes.iter().filter_map(SrflxProbe::deadline).min();
+        let servers = self.servers.deadline();
         let early = self.early.front().map(|e| e.at + EARLY_WAIT);
         let backlog = self
             .slots
             .values()
             .any(Slot::has_backlog)
             .then(|| Instant::now() + BACKLOG_RETRY);
-        [timers, probes, early, backlog]
+        [timers, servers, early, backlog]
             .into_iter()
             .flatten()
             .min()
@@ -209,8 +205,10 @@ impl Endpoint {
                 }
             }
             Command::Resolved { server, addr } => match addr {
-                Some(addr) => self.probe(addr, now),
-                None => tracing::debug!(%server, "STUN server name did not resolve"),
+                Some(addr) => self.ask_at(addr, &server, now),
+                None => {
+                    tracing::debug!(server = %server.authority, "STUN/TURN server did not resolve");
+                }
             },
         }
     }
@@ -220,15 +218,19 @@ impl Endpoint {
         ice_servers: &[IceServer],
         now: Instant,
     ) -> Result<(u64, mpsc::Receiver<RtcEvent>), RtcError> {
-        let servers: Vec<String> = self
-            .settings
-            .ice_servers
-            .iter()
-            .chain(ice_servers)
-            .flat_map(|server| server.urls.iter().cloned())
-            .collect();
-        for url in servers {
-            self.ask_server(&url, now);
+        let specs: Vec<ServerSpec> =
+            self.settings
+                .ice_servers
+                .iter()
+                .chain(ice_servers)
+                .flat_map(|server| {
+                    server.urls.iter().filter_map(|url| {
+                        ServerSpec::parse(url, &server.username, &server.credential)
+                    })
+                })
+                .collect();
+        for spec in specs {
+            self.ask_server(spec, now);
         }
         let credentials = str0m::IceCreds {
             ufrag: super::random_token(16)?,
@@ -240,11 +242,7 @@ impl Endpoint {
                 local.push((candidate, CandidateKind::Host));
             }
         }
-        for (mapped, base) in &self.srflx {
-            if let Ok(candidate) = IceCandidate::server_reflexive(*mapped, *base, "udp") {
-                local.push((candidate, CandidateKind::Srflx));
-            }
-        }
+        local.extend(self.servers.candidates().iter().cloned());
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let slot = Slot::new(&self.settings, credentials, &local, events, now);
         let id = self.next_id;
@@ -255,65 +253,36 @@ impl Endpoint {
         Ok((id, receiver))
     }
 
-    /// Asks the STUN (or TURN: they answer Binding too) server at `url` for this socket's
-    /// outside address, unless it was asked lately.
-    fn ask_server(&mut self, url: &str, now: Instant) {
-        let Some(rest) = ["stun:", "turn:"]
-            .iter()
-            .find_map(|scheme| url.strip_prefix(scheme))
-        else {
-            return;
-        };
-        if self
-            .asked
-            .get(url)
-            .is_some_and(|at| now.duration_since(*at) < REPROBE_AFTER)
-        {
+    /// Asks a STUN or TURN server (TURN servers answer Binding too) for this socket's outside
+    /// address, and a TURN server for a relayed one, unless it was asked lately.
+    fn ask_server(&mut self, spec: ServerSpec, now: Instant) {
+        if !self.servers.should_ask(&spec, now) {
             return;
         }
-        if self.asked.len() >= SERVERS_REMEMBERED {
-            self.asked
-                .retain(|_, at| now.duration_since(*at) < REPROBE_AFTER);
-            if self.asked.len() >= SERVERS_REMEMBERED {
-                return;
-            }
-        }
-        self.asked.insert(url.to_owned(), now);
-        let authority = rest.split(['?', '/']).next().unwrap_or_default();
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:3478")
-        };
-        if let Ok(addr) = with_port.parse::<SocketAddr>() {
-            self.probe(addr, now);
+        if let Ok(addr) = spec.authority.parse::<SocketAddr>() {
+            self.ask_at(addr, &spec, now);
             return;
         }
         let Some(to_self) = self.to_self.upgrade() else {
             return;
         };
-        let server = url.to_owned();
         tokio::spawn(async move {
-            let lookup = tokio::net::lookup_host(with_port);
+            let lookup = tokio::net::lookup_host(spec.authority.clone());
             let addr = match tokio::time::timeout(Duration::from_secs(2), lookup).await {
                 Ok(Ok(mut addrs)) => addrs.find(SocketAddr::is_ipv4),
                 _ => None,
             };
-            let _ = to_self.send(Command::Resolved { server, addr }).await;
+            let _ = to_self.send(Command::Resolved { server: spec, addr }).await;
         });
     }
 
-    fn probe(&mut self, server: SocketAddr, now: Instant) {
-        if !server.is_ipv4() || self.settings.loopback_only && !server.ip().is_loopback() {
+    fn ask_at(&mut self, addr: SocketAddr, spec: &ServerSpec, now: Instant) {
+        if !addr.is_ipv4() || self.settings.loopback_only && !addr.ip().is_loopback() {
             return;
         }
-        self.probes.retain(|p| !p.is_done() && p.server() != server);
         let mut id = [0u8; 12];
         if getrandom::fill(&mut id).is_ok() {
-            self.probes.push(SrflxProbe::new(server, id, now));
+            self.servers.ask(addr, spec, id, now);
         }
     }
 
@@ -371,12 +340,8 @@ impl Endpoint {
             }
             self.settle(peer);
         }
-        for probe in &mut self.probes {
-            while let Some(request) = probe.poll_transmit(now) {
-                send(&self.socket, &self.udp, probe.server(), None, &request);
-            }
-        }
-        self.probes.retain(|p| !p.is_done());
+        self.servers.handle_timeout(now);
+        self.share_candidates();
         while self
             .early
             .front()
@@ -423,26 +388,46 @@ impl Endpoint {
         destination: SocketAddr,
         data: &[u8],
     ) {
-        if is_stun(data) {
-            for i in 0..self.probes.len() {
-                if let Some(mapped) = self.probes[i].handle(source, data) {
-                    self.on_srflx(mapped, destination);
-                    return;
+        let delivered = match self.servers.handle(source, destination, data, now) {
+            FromServer::Taken => {
+                self.share_candidates();
+                true
+            }
+            FromServer::Relayed {
+                peer,
+                relayed,
+                data,
+            } => {
+                if !self.deliver(now, peer, relayed, &data) {
+                    self.keep_early(now, peer, relayed, &data);
                 }
+                true
             }
+            FromServer::NotMine => self.deliver(now, source, destination, data),
+        };
+        if !delivered {
+            self.keep_early(now, source, destination, data);
         }
-        if !self.deliver(now, source, destination, data) {
-            if self.early.len() >= EARLY_DATAGRAMS {
-                self.early.pop_front();
-                tracing::debug!("too many datagrams for no known connection; the oldest dropped");
-            }
-            self.early.push_back(Early {
-                at: now,
-                source,
-                destination,
-                data: data.to_vec(),
-            });
+    }
+
+    /// Keeps a datagram that found no connection (yet) for a while.
+    fn keep_early(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        if self.early.len() >= EARLY_DATAGRAMS {
+            self.early.pop_front();
+            tracing::debug!("too many datagrams for no known connection; the oldest dropped");
         }
+        self.early.push_back(Early {
+            at: now,
+            source,
+            destination,
+            data: data.to_vec(),
+        });
     }
 
     /// Hands a datagram to its connection; false if none takes it.
@@ -488,39 +473,46 @@ impl Endpoint {
         }
     }
 
-    /// A STUN server told this socket's outside address: every connection offers it.
-    fn on_srflx(&mut self, mapped: SocketAddr, base: SocketAddr) {
-        if self.hosts.contains(&mapped) || self.srflx.iter().any(|(m, _)| *m == mapped) {
-            return;
-        }
-        let Ok(candidate) = IceCandidate::server_reflexive(mapped, base, "udp") else {
-            return;
-        };
-        self.srflx.push((mapped, base));
-        let peers: Vec<u64> = self.slots.keys().copied().collect();
-        for peer in peers {
-            if let Some(slot) = self.slots.get_mut(&peer) {
-                slot.add_local(candidate.clone(), CandidateKind::Srflx);
+    /// Hands the candidates the servers told of to every connection.
+    fn share_candidates(&mut self) {
+        while let Some((candidate, kind)) = self.servers.poll_candidate() {
+            let peers: Vec<u64> = self.slots.keys().copied().collect();
+            for peer in peers {
+                if let Some(slot) = self.slots.get_mut(&peer) {
+                    slot.add_local(candidate.clone(), kind);
+                }
+                self.settle(peer);
             }
-            self.settle(peer);
         }
     }
 
     fn transmit(&mut self) {
+        let now = Instant::now();
         for transmit in self.out.drain(..) {
-            let source = self.wildcard.then_some(transmit.source.ip());
-            send(
-                &self.socket,
-                &self.udp,
-                transmit.destination,
-                source,
-                &transmit.contents,
-            );
+            let (source, destination) = (transmit.source, transmit.destination);
+            match self
+                .servers
+                .relay(source, destination, &transmit.contents, now)
+            {
+                Some(true) => {}
+                Some(false) => tracing::debug!(%destination, "the TURN relay refused a datagram"),
+                None => {
+                    let from = self.wildcard.then_some(source.ip());
+                    send(
+                        &self.socket,
+                        &self.udp,
+                        destination,
+                        from,
+                        &transmit.contents,
+                    );
+                }
+            }
+        }
+        while let Some((server, datagram)) = self.servers.poll_transmit(now) {
+            send(&self.socket, &self.udp, server, None, &datagram);
         }
     }
 }
-
-use crate::rtc::RtcEvent;
 
 fn gone() -> RtcError {
     RtcError::new("the peer connection is closed")

@@ -3,21 +3,25 @@
 //! owns the socket, the clock and all the connections; a datagram finds its connection by the
 //! ICE user name of a check or by its source address. No task, socket or timer per connection.
 //!
-//! TURN servers are asked for the agent's outside address (they answer STUN Binding) but not
-//! yet for relayed candidates: a link that needs TURN uses the gateway relay with this engine.
+//! The agent's STUN and TURN servers are shared the same way: one Binding per server for the
+//! server-reflexive candidate, one TURN allocation (UDP) per server for the relayed one, with
+//! permissions per peer; TURN over TCP/TLS is not spoken.
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Candidate, IceServer, LinkPath, PeerFuture, RtcEngine, RtcError, RtcEvent, RtcFuture, RtcPeer,
-    RtcSettings,
+    Candidate, IceServer, IceServerCheck, LinkPath, PeerFuture, RtcEngine, RtcError, RtcEvent,
+    RtcFuture, RtcPeer, RtcSettings,
 };
 
+mod check;
 mod endpoint;
+mod servers;
 mod slot;
 mod stun;
+mod turn;
 
 use endpoint::Endpoint;
 
@@ -63,7 +67,7 @@ enum Command {
     },
     /// A STUN/TURN server's name resolved (by a helper task).
     Resolved {
-        server: String,
+        server: servers::ServerSpec,
         addr: Option<std::net::SocketAddr>,
     },
 }
@@ -126,6 +130,25 @@ impl Str0mEngine {
 impl RtcEngine for Str0mEngine {
     fn peer<'a>(&'a self, extra_ice_servers: &'a [IceServer]) -> PeerFuture<'a> {
         Box::pin(self.new_peer(extra_ice_servers))
+    }
+
+    fn check_ice_servers<'a>(
+        &'a self,
+        extra_ice_servers: &'a [IceServer],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<IceServerCheck>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut checks = Vec::new();
+            for server in self.settings.ice_servers.iter().chain(extra_ice_servers) {
+                for url in &server.urls {
+                    let outcome = check::check_url(url, &server.username, &server.credential).await;
+                    checks.push(IceServerCheck {
+                        url: url.clone(),
+                        outcome,
+                    });
+                }
+            }
+            checks
+        })
     }
 }
 

@@ -18,6 +18,8 @@ use crate::rtc::{
 
 /// Events held for a link that does not keep up before the peer connection is given up.
 pub const EVENT_BACKLOG: usize = 4096;
+/// Below this many bytes buffered in the data channel, waiting sends are tried again.
+const BUFFERED_LOW: usize = 64 * 1024;
 /// Sends waiting for room in the data channel before further sends are refused.
 pub const OUTBOX: usize = 256;
 
@@ -119,9 +121,9 @@ impl Slot {
         self.deadline
     }
 
-    /// Gone: closed, failed, or its link stopped listening.
+    /// Gone (closed, failed, or its link stopped listening) and its last events handed over.
     pub fn is_dead(&self) -> bool {
-        self.dead || !self.rtc.is_alive() || self.events.is_closed()
+        self.events.is_closed() || (self.dead || !self.rtc.is_alive()) && self.backlog.is_empty()
     }
 
     /// Adds a local candidate and trickles it to the peer.
@@ -336,7 +338,9 @@ impl Slot {
 
     fn emit(&mut self, event: RtcEvent) {
         if self.backlog.len() >= EVENT_BACKLOG {
+            // The link's events end here: it sees its connection end, not a gap.
             tracing::warn!("a link did not take its events; its peer connection is given up");
+            self.backlog.clear();
             self.rtc.disconnect();
             self.dead = true;
             return;
@@ -355,10 +359,17 @@ impl Slot {
     fn drain(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         loop {
             if !self.rtc.is_alive() {
+                if !self.dead {
+                    // str0m ended it (DTLS failed, the peer closed SCTP): say so.
+                    self.emit(RtcEvent::State(RtcState::Failed));
+                    self.dead = true;
+                }
                 self.deadline = now + Duration::from_secs(3600);
                 return;
             }
             match self.rtc.poll_output() {
+                // str0m may end the connection while polling: the loop's head reports it.
+                Ok(Output::Timeout(_)) if !self.rtc.is_alive() => {}
                 Ok(Output::Timeout(at)) => {
                     self.deadline = at;
                     return;
@@ -399,9 +410,9 @@ impl Slot {
                 if label == CHANNEL_LABEL {
                     self.channel = Some(id);
                     self.channel_open = true;
-                    self.rtc
-                        .channel(id)
-                        .map(|mut c| c.set_buffered_amount_low_threshold(64 * 1024));
+                    if let Some(mut channel) = self.rtc.channel(id) {
+                        channel.set_buffered_amount_low_threshold(BUFFERED_LOW);
+                    }
                     self.emit(RtcEvent::ChannelOpen);
                     self.flush_outbox();
                 } else {
