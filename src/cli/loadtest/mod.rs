@@ -3,6 +3,7 @@
 //! (docs/load-testing.md).
 
 mod exec;
+mod hold;
 mod limits;
 mod links;
 mod progress;
@@ -80,6 +81,10 @@ pub struct LoadtestArgs {
     /// Seconds of the signaling-only relay phase (0 skips it).
     #[arg(long, value_name = "S", default_value_t = 5)]
     pub duration: u64,
+    /// Seconds to hold the links open and idle after the calls (0: no hold), measuring what
+    /// idle links cost the agents and whether any is lost.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub hold: u64,
     /// Frames in flight per relay pair.
     #[arg(long, value_name = "W", default_value_t = 8)]
     pub relay_window: usize,
@@ -126,6 +131,7 @@ pub struct Plan {
     dial_concurrency: usize,
     timeout: Duration,
     engine: ioap_client::Engine,
+    hold: Duration,
 }
 
 impl LoadtestArgs {
@@ -161,6 +167,10 @@ impl LoadtestArgs {
             "--duration must be at most {MAX_DURATION_S} s"
         );
         anyhow::ensure!(self.timeout > 0, "--timeout must be at least 1 ms");
+        anyhow::ensure!(
+            self.hold <= MAX_DURATION_S,
+            "--hold must be at most {MAX_DURATION_S} s"
+        );
         Ok(Plan {
             url: urls.first().cloned().unwrap_or_default(),
             urls,
@@ -177,6 +187,7 @@ impl LoadtestArgs {
             dial_concurrency: self.dial_concurrency,
             timeout: Duration::from_millis(self.timeout),
             engine: self.engine.unwrap_or_default(),
+            hold: Duration::from_secs(self.hold),
         })
     }
 }
@@ -205,7 +216,7 @@ pub fn loadtest(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         Display::detect()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("ioap-load")
+        .thread_name(hold::AGENT_THREADS)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -311,6 +322,13 @@ async fn run(
     } else {
         None
     };
+    let hold = if !plan.hold.is_zero() && !peers.is_empty() && go_on() {
+        let report = hold::run(&fleet, plan.hold, stop).await;
+        readings.take("hold");
+        Some(report)
+    } else {
+        None
+    };
     drop(peers);
 
     let relay_agents = fleet.signaling.iter().flatten().count();
@@ -351,6 +369,7 @@ async fn run(
         links,
         link_paths,
         exec,
+        hold,
         relay,
         teardown,
         errors: Default::default(),
@@ -392,6 +411,7 @@ impl Plan {
             duration_s: self.duration.as_secs(),
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
             engine: self.engine.name(),
+            hold_s: self.hold.as_secs(),
         }
     }
 }

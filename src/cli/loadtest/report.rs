@@ -34,6 +34,8 @@ pub struct Report {
     pub link_paths: Option<super::links::Paths>,
     /// Phase 3 (`None`: no links open or no calls asked for).
     pub exec: Option<PhaseReport>,
+    /// The hold after the calls (`None`: no `--hold`, or no links open).
+    pub hold: Option<super::hold::HoldReport>,
     /// Phase 4 (`None`: no duration, or fewer than two signaling-only agents).
     pub relay: Option<RelayReport>,
     /// Phase 5.
@@ -73,6 +75,8 @@ pub struct RunConfig {
     pub timeout_ms: u64,
     /// The agents' WebRTC engine (`webrtc-rs`, `str0m`).
     pub engine: &'static str,
+    /// Seconds the links were held idle after the calls.
+    pub hold_s: u64,
 }
 
 /// One phase's counts and timing.
@@ -226,6 +230,10 @@ impl Report {
                 *errors.entry(code.clone()).or_default() += count;
             }
         }
+        let lost = self.hold.as_ref().map_or(0, |h| h.lost);
+        if lost > 0 {
+            *errors.entry("LINK_LOST".to_owned()).or_default() += lost;
+        }
         let phases_clean = phases.into_iter().flatten().all(PhaseReport::is_clean);
         let relay_clean = self
             .relay
@@ -233,7 +241,8 @@ impl Report {
             .is_none_or(|r| r.failed.is_empty() && r.disconnections.is_empty() && r.delivered > 0);
         let teardown_clean = self.teardown.timed_out == 0 && self.teardown.agents_left == Some(0);
         self.errors = errors;
-        self.passed = phases_clean && relay_clean && teardown_clean && !self.interrupted;
+        self.passed =
+            phases_clean && relay_clean && teardown_clean && lost == 0 && !self.interrupted;
     }
 
     /// The table for people.
@@ -305,6 +314,17 @@ impl Report {
                 r.seconds,
                 r.per_s,
                 &r.latency,
+            );
+        }
+        if let Some(h) = &self.hold {
+            let _ = writeln!(
+                out,
+                "hold: {} links idle for {:.1} s, {} lost; agents' CPU {} ms per link per second (both ends)",
+                h.links_at_start,
+                h.seconds,
+                h.lost,
+                h.cpu_ms_per_link_per_s
+                    .map_or("?".into(), |ms| format!("{ms:.3}")),
             );
         }
         if let Some(paths) = &self.link_paths {

@@ -28,6 +28,13 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 /// Socket reads per wake before commands and timers get their turn.
 const READS_PER_WAKE: usize = 64;
 
+thread_local! {
+    /// One receive buffer per worker thread, shared by every endpoint it runs (reading never
+    /// awaits): 64 KiB holds the largest datagram or GRO batch, and an agent does not carry
+    /// one of its own.
+    static RECEIVE_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 16]);
+}
+
 /// A datagram that came before its connection.
 struct Early {
     at: Instant,
@@ -107,7 +114,6 @@ impl Endpoint {
 
     /// Runs until every handle on the engine and its connections is gone.
     pub async fn run(mut self) {
-        let mut buf = vec![0u8; u16::MAX as usize * self.udp.gro_segments().max(1)];
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -120,7 +126,7 @@ impl Endpoint {
                         tracing::warn!(error = %e, "the engine's socket failed");
                         break;
                     }
-                    self.read(&mut buf);
+                    RECEIVE_BUFFER.with_borrow_mut(|buf| self.read(buf));
                 }
                 () = tokio::time::sleep_until(wake.into()) => self.on_timers(Instant::now()),
             }

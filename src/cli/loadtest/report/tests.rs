@@ -32,11 +32,13 @@ fn clean_report() -> Report {
             duration_s: 1,
             timeout_ms: 1000,
             engine: "str0m",
+            hold_s: 0,
         },
         registration: PhaseReport::new(4, &tally(4, &[]), 0.5),
         links: Some(PhaseReport::new(1, &tally(1, &[]), 0.1)),
         link_paths: Some([("direct", 1)].into_iter().collect()),
         exec: Some(PhaseReport::new(3, &tally(3, &[]), 0.1)),
+        hold: None,
         relay: Some(RelayReport {
             pairs: 1,
             sent: 10,
@@ -169,6 +171,7 @@ fn skipped_phases_are_null_and_the_schema_keys_are_stable() {
             "errors",
             "exec",
             "gateway",
+            "hold",
             "interrupted",
             "link_paths",
             "links",
@@ -221,4 +224,22 @@ fn an_interrupted_run_fails_and_counts_what_it_did_not_attempt() {
     assert_eq!(report.registration.failed[INTERRUPTED], 3);
     assert_eq!(report.errors[INTERRUPTED], 3);
     assert!(report.render().contains("FAILED (interrupted)"));
+}
+
+#[test]
+fn a_link_lost_while_held_fails_the_run_and_is_counted() {
+    let mut report = clean_report();
+    report.conclude();
+    assert!(report.passed, "the clean report passes");
+    report.hold = Some(crate::cli::loadtest::hold::HoldReport {
+        seconds: 10.0,
+        links_at_start: 4,
+        links_at_end: 3,
+        lost: 1,
+        cpu_ms_per_link_per_s: Some(0.25),
+    });
+    report.conclude();
+    assert!(!report.passed);
+    assert_eq!(report.errors.get("LINK_LOST"), Some(&1));
+    assert!(report.render().contains("hold: 4 links idle for 10.0 s, 1 lost"), "{}", report.render());
 }
