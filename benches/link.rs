@@ -9,7 +9,7 @@
 //! `IOAP_LINK_BENCH_PARALLEL` (calls in flight for calls/s, default 64),
 //! `IOAP_LINK_BENCH_LINKS` (links held open for the memory and idle figures, default 200),
 //! `IOAP_LINK_BENCH_IDLE_S` (seconds they are held idle, default 10),
-//! `IOAP_LINK_BENCH_HEARTBEAT_MS` (the links' heartbeat interval; default the SDK's).
+//! `IOAP_LINK_BENCH_HEARTBEAT_MS` (the WebRTC links' heartbeat interval; default the SDK's).
 
 use std::time::{Duration, Instant};
 
@@ -104,8 +104,8 @@ fn main() -> anyhow::Result<()> {
     if let Ok(ms) = std::env::var("IOAP_LINK_BENCH_HEARTBEAT_MS") {
         let interval = Duration::from_millis(ms.parse()?);
         links = links
-            .heartbeat_interval(interval)
-            .link_timeout((interval * 5).max(Duration::from_secs(5)));
+            .webrtc_heartbeat_interval(interval)
+            .webrtc_link_timeout((interval * 3).max(Duration::from_secs(5)));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

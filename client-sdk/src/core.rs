@@ -30,11 +30,19 @@ use crate::table::LinkTable;
 pub struct LinkSettings {
     /// OFFER sent (or received) → channel open and the peer's first PING verified.
     pub setup_timeout: Duration,
-    /// Each open link is checked this often; a PING goes out when we sent nothing else on it
-    /// since the previous check (the link is idle).
+    /// On a link over the gateway relay (no transport of its own to notice a vanished peer):
+    /// each open link is checked this often, and a PING goes out when we sent nothing else on
+    /// it since the previous check (the link is idle).
     pub heartbeat_interval: Duration,
-    /// A link with no message from the peer for this long is lost.
+    /// On a link over the gateway relay: no message from the peer for this long, and the link
+    /// is lost.
     pub link_timeout: Duration,
+    /// On a WebRTC link the engine notices a vanished peer itself (ICE consent, within 5 s:
+    /// PROTOCOL_DESIGN.md §11.3), so the signed PING is rarer: it measures the round trip and
+    /// catches a peer whose transport answers while its agent does not.
+    pub webrtc_heartbeat_interval: Duration,
+    /// On a WebRTC link: no message from the peer for this long, and the link is lost.
+    pub webrtc_link_timeout: Duration,
     /// Default deadline of EXEC (when no `timeout_ms` is given) and INTENT calls.
     pub call_timeout: Duration,
     /// Links (open or being set up) at once; OFFERs beyond this are ignored.
@@ -70,6 +78,8 @@ impl Default for LinkSettings {
             setup_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
             link_timeout: Duration::from_secs(5),
+            webrtc_heartbeat_interval: Duration::from_secs(15),
+            webrtc_link_timeout: Duration::from_secs(45),
             call_timeout: Duration::from_secs(30),
             max_links: 1024,
             limits: LinkLimits::default(),
@@ -95,6 +105,18 @@ impl LinkSettings {
     /// Sets [`link_timeout`](Self::link_timeout).
     pub fn link_timeout(mut self, timeout: Duration) -> Self {
         self.link_timeout = timeout;
+        self
+    }
+
+    /// Sets [`webrtc_heartbeat_interval`](Self::webrtc_heartbeat_interval).
+    pub fn webrtc_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.webrtc_heartbeat_interval = interval;
+        self
+    }
+
+    /// Sets [`webrtc_link_timeout`](Self::webrtc_link_timeout).
+    pub fn webrtc_link_timeout(mut self, timeout: Duration) -> Self {
+        self.webrtc_link_timeout = timeout;
         self
     }
 

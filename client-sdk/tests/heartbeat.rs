@@ -1,4 +1,5 @@
-//! The link heartbeat (PROTOCOL_DESIGN.md §11.3): PINGs go out only on an idle link, so an
+//! The link heartbeat (PROTOCOL_DESIGN.md §11.3; on a WebRTC link, its interval is
+//! `webrtc_heartbeat_interval`): PINGs go out only on an idle link, so an
 //! idle link carries about one PING and one PONG per interval (not one PING from each side),
 //! a busy link none, and the link stays up either way.
 //!
@@ -19,7 +20,7 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 async fn agent(url: &str) -> Agent {
     builder(url, Identity::generate().expect("rng"))
-        .link_settings(support::link_settings().heartbeat_interval(INTERVAL))
+        .link_settings(support::link_settings().webrtc_heartbeat_interval(INTERVAL))
         .connect()
         .await
         .expect("registers")

@@ -194,11 +194,21 @@ fn gateway_failed(error: impl std::fmt::Display) -> LinkEnd {
 }
 
 impl Driver {
-    fn link_config(&self) -> LinkConfig {
+    /// The link rules' settings; `relayed`: over the gateway relay, where the heartbeat is
+    /// the only liveness there is.
+    fn link_config(&self, relayed: bool) -> LinkConfig {
         let settings = &self.core.settings;
+        let (heartbeat_interval, link_timeout) = if relayed {
+            (settings.heartbeat_interval, settings.link_timeout)
+        } else {
+            (
+                settings.webrtc_heartbeat_interval,
+                settings.webrtc_link_timeout,
+            )
+        };
         LinkConfig {
-            heartbeat_interval: settings.heartbeat_interval,
-            link_timeout: settings.link_timeout,
+            heartbeat_interval,
+            link_timeout,
             max_calls: settings.limits.max_calls,
             max_serving: settings.limits.max_serving,
             window: settings.limits.window,
@@ -222,7 +232,7 @@ impl Driver {
             .map_err(|e| CallError::Setup(SetupError::Gateway(e.to_string())))?;
         self.core.links.offer_sent(id, self.remote);
         self.negotiation.offered(id);
-        self.begin(id, rtc, events, true);
+        self.begin(id, rtc, events, true, false);
         Ok(())
     }
 
@@ -232,13 +242,14 @@ impl Driver {
         rtc: Arc<dyn RtcPeer>,
         events: mpsc::Receiver<RtcEvent>,
         offered: bool,
+        relayed: bool,
     ) {
         let deadline = now() + self.core.settings.setup_timeout;
         self.attempt = Some(Attempt {
             id,
             rtc,
             events,
-            machine: LinkMachine::new(self.link_config(), deadline),
+            machine: LinkMachine::new(self.link_config(relayed), deadline),
             verifier: PeerVerifier::new(self.core.did, self.remote),
             offered,
             started: now(),
@@ -285,7 +296,7 @@ impl Driver {
                         Some(id),
                     )
                     .map_err(gateway_failed)?;
-                self.begin(id, rtc, events, false);
+                self.begin(id, rtc, events, false, false);
             }
             Body::Answer(answer) => {
                 if self.negotiation.on_answer(correlation) == Step::AcceptAnswer

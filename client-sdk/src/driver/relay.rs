@@ -66,7 +66,7 @@ impl Driver {
         events: mpsc::Receiver<RtcEvent>,
         offered: bool,
     ) {
-        self.begin(relayed.link, Arc::clone(&rtc), events, offered);
+        self.begin(relayed.link, Arc::clone(&rtc), events, offered, true);
         if let Some(attempt) = self.attempt.as_mut() {
             self.core.links.offer_sent(relayed.link, self.remote);
             attempt.relayed = Some(relayed);
@@ -76,10 +76,14 @@ impl Driver {
     /// Puts a relayed transport in place of the current attempt's peer connection, keeping
     /// its link machine (and setup deadline).
     fn adopt(&mut self, relayed: Relayed, rtc: Arc<dyn RtcPeer>, events: mpsc::Receiver<RtcEvent>) {
+        let relay = self.link_config(true);
         let Some(attempt) = self.attempt.as_mut() else {
             return;
         };
         self.core.links.offer_sent(relayed.link, self.remote);
+        attempt
+            .machine
+            .set_liveness(relay.heartbeat_interval, relay.link_timeout);
         attempt.id = relayed.link;
         attempt.rtc = rtc;
         attempt.events = events;

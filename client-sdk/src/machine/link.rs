@@ -172,6 +172,13 @@ impl LinkMachine {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    /// Changes the heartbeat and silence limit (a link moving to the gateway relay before it
+    /// opens, where the heartbeat is the only liveness).
+    pub(crate) fn set_liveness(&mut self, heartbeat_interval: Duration, link_timeout: Duration) {
+        self.config.heartbeat_interval = heartbeat_interval;
+        self.config.link_timeout = link_timeout;
+    }
+
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let link = match &self.state {
             State::Setup { deadline } => *deadline,

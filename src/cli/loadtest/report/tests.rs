@@ -241,5 +241,11 @@ fn a_link_lost_while_held_fails_the_run_and_is_counted() {
     report.conclude();
     assert!(!report.passed);
     assert_eq!(report.errors.get("LINK_LOST"), Some(&1));
-    assert!(report.render().contains("hold: 4 links idle for 10.0 s, 1 lost"), "{}", report.render());
+    assert!(
+        report
+            .render()
+            .contains("hold: 4 links idle for 10.0 s, 1 lost"),
+        "{}",
+        report.render()
+    );
 }

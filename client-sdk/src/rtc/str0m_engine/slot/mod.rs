@@ -40,6 +40,11 @@ pub struct Slot {
     route: Option<(SocketAddr, SocketAddr)>,
     path_found: bool,
     channel_open: bool,
+    /// The last datagram from the peer, and how long a silence may last: ICE checks the
+    /// selected pair every second each way (consent, RFC 7675), so a peer silent for this long
+    /// is gone (str0m alone would wait its fixed 15 s grace first).
+    last_heard: Instant,
+    silence_limit: Duration,
     deadline: Instant,
     dead: bool,
 }
@@ -102,6 +107,8 @@ impl Slot {
             route: None,
             path_found: false,
             channel_open: false,
+            last_heard: now,
+            silence_limit: settings.ice_failed_timeout,
             deadline: now,
             dead: false,
         };
@@ -118,7 +125,11 @@ impl Slot {
 
     /// When [`Slot::handle_timeout`] is next due.
     pub fn deadline(&self) -> Instant {
-        self.deadline
+        if self.path_found {
+            self.deadline.min(self.last_heard + self.silence_limit)
+        } else {
+            self.deadline
+        }
     }
 
     /// Gone (closed, failed, or its link stopped listening) and its last events handed over.
@@ -258,6 +269,7 @@ impl Slot {
 
     /// A datagram for this peer connection (one that [`Slot::accepts`]).
     pub fn handle_receive(&mut self, now: Instant, receive: Receive, out: &mut Vec<Transmit>) {
+        self.last_heard = now;
         if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(error = %e, "peer connection refused a datagram");
         }
@@ -266,6 +278,12 @@ impl Slot {
 
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        if self.path_found && !self.dead && now >= self.last_heard + self.silence_limit {
+            tracing::debug!(silence = ?self.silence_limit, "the peer went silent");
+            self.emit(RtcEvent::State(RtcState::Disconnected));
+            self.fail();
+            return;
+        }
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!(error = %e, "peer connection failed");
             self.fail();
