@@ -1,4 +1,4 @@
-//! Link benchmark, per WebRTC engine: link setup (OFFER sent → channel open and the peer's
+//! Link benchmark, per WebRTC engine (each in a process of its own): link setup (OFFER sent → channel open and the peer's
 //! signed PING verified), EXEC round trip and calls/s on one link, RSS per open link and the
 //! CPU an idle link costs. Everything in this process on loopback UDP, with an embedded
 //! gateway. Run: `cargo bench --bench link`.
@@ -100,6 +100,18 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|name| name.parse().map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<_>>()?;
+    if engines.len() > 1 {
+        // Each engine in a process of its own: memory one engine freed must not flatter the
+        // next one's RSS figure.
+        for engine in engines {
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args(&args[1..])
+                .env("IOAP_LINK_BENCH_ENGINES", engine.name())
+                .status()?;
+            anyhow::ensure!(status.success(), "the {engine} run failed: {status}");
+        }
+        return Ok(());
+    }
     let mut links = LinkSettings::default();
     if let Ok(ms) = std::env::var("IOAP_LINK_BENCH_HEARTBEAT_MS") {
         let interval = Duration::from_millis(ms.parse()?);

@@ -334,6 +334,9 @@ impl Endpoint {
                 self.settle(peer);
             }
         }
+        if !self.early.is_empty() {
+            self.replay_early(now);
+        }
         let backlogged: Vec<u64> = self
             .slots
             .iter()
@@ -413,6 +416,10 @@ impl Endpoint {
         };
         if !delivered {
             self.keep_early(now, source, destination, data);
+        } else if !self.early.is_empty() {
+            // A connection moved on (ICE found its pair): what it refused a moment ago, such
+            // as a DTLS hello that outran the check, may be its now.
+            self.replay_early(now);
         }
     }
 
@@ -448,11 +455,12 @@ impl Endpoint {
             return true; // Not WebRTC at all: nobody's, and not worth keeping.
         };
         let input = str0m::Input::Receive(now, receive);
-        let by_name = check_username(data).and_then(|ufrag| self.by_ufrag.get(ufrag));
-        let by_address = self.by_remote.get(&source);
+        let by_name = check_username(data)
+            .and_then(|ufrag| self.by_ufrag.get(ufrag))
+            .copied();
+        let by_address = self.by_remote.get(&source).copied();
         let found = by_name
             .or(by_address)
-            .copied()
             .filter(|id| self.slots.get(id).is_some_and(|s| s.accepts(&input)))
             .or_else(|| {
                 self.slots
@@ -463,11 +471,20 @@ impl Endpoint {
         let (Some(peer), str0m::Input::Receive(_, receive)) = (found, input) else {
             return false;
         };
-        self.by_remote.insert(source, peer);
+        let previous = self.by_remote.insert(source, peer);
         if let Some(slot) = self.slots.get_mut(&peer) {
             slot.handle_receive(now, receive, &mut self.out);
         }
         self.settle(peer);
+        // One socket per agent: a check naming a new connection from an address an older
+        // connection used means the peer behind it moved on (a re-dial, or a new agent on a
+        // reused port); the older one would otherwise take the new one's DTLS.
+        if let Some(old) = previous.filter(|old| *old != peer && by_name == Some(peer)) {
+            if let Some(slot) = self.slots.get_mut(&old) {
+                slot.superseded();
+            }
+            self.settle(old);
+        }
         true
     }
 

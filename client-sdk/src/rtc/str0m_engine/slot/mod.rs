@@ -291,6 +291,14 @@ impl Slot {
         self.drain(now, out);
     }
 
+    /// Another connection took over the peer's address: this one is over.
+    pub fn superseded(&mut self) {
+        if !self.dead {
+            tracing::debug!("a newer connection took over the peer's address");
+            self.fail();
+        }
+    }
+
     /// Closes the connection for good.
     pub fn close(&mut self) {
         self.rtc.disconnect();
