@@ -56,8 +56,8 @@ impl Usage {
 
 impl Target {
     /// Starts a gateway in this process on an ephemeral loopback port, sized for `agents`
-    /// connections. Its per-IP and per-DID rate limits are off: all the load comes from one
-    /// address on purpose.
+    /// connections. Its per-IP connection cap and per-IP and per-DID rate limits are off: all
+    /// the load comes from one address on purpose.
     pub fn embedded(agents: usize) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -67,6 +67,7 @@ impl Target {
             .context("cannot start the gateway's runtime")?;
         let config = GatewayConfig {
             max_connections: agents.saturating_add(1024),
+            max_connections_per_ip: 0,
             rate_per_did: 0,
             rate_per_ip: 0,
             registrations_per_ip_per_min: 0,
