@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::net::{Receive, Transmit};
-use str0m::{Candidate as IceCandidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate as IceCandidate, Input, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rtc::{
@@ -337,132 +337,6 @@ impl Slot {
             rtt_ms: None,
         })
     }
-
-    /// Hands waiting events to the link as far as it has room; false if the link does not
-    /// keep up and the connection was given up.
-    pub fn flush_events(&mut self) {
-        while let Some(event) = self.backlog.pop_front() {
-            match self.events.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(event)) => {
-                    self.backlog.push_front(event);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.backlog.clear();
-                    self.dead = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Events are waiting for the link.
-    pub fn has_backlog(&self) -> bool {
-        !self.backlog.is_empty()
-    }
-
-    fn emit(&mut self, event: RtcEvent) {
-        if self.backlog.len() >= EVENT_BACKLOG {
-            // The link's events end here: it sees its connection end, not a gap.
-            tracing::warn!("a link did not take its events; its peer connection is given up");
-            self.backlog.clear();
-            self.rtc.disconnect();
-            self.dead = true;
-            return;
-        }
-        self.backlog.push_back(event);
-        self.flush_events();
-    }
-
-    fn fail(&mut self) {
-        self.emit(RtcEvent::State(RtcState::Failed));
-        self.rtc.disconnect();
-        self.dead = true;
-    }
-
-    /// Runs str0m until it wants time to pass: datagrams to `out`, events to the link.
-    fn drain(&mut self, now: Instant, out: &mut Vec<Transmit>) {
-        loop {
-            if !self.rtc.is_alive() {
-                if !self.dead {
-                    // str0m ended it (DTLS failed, the peer closed SCTP): say so.
-                    self.emit(RtcEvent::State(RtcState::Failed));
-                    self.dead = true;
-                }
-                self.deadline = now + Duration::from_secs(3600);
-                return;
-            }
-            match self.rtc.poll_output() {
-                // str0m may end the connection while polling: the loop's head reports it.
-                Ok(Output::Timeout(_)) if !self.rtc.is_alive() => {}
-                Ok(Output::Timeout(at)) => {
-                    self.deadline = at;
-                    return;
-                }
-                Ok(Output::Transmit(transmit)) => {
-                    if self.path_found {
-                        self.route = Some((transmit.source, transmit.destination));
-                    }
-                    out.push(transmit);
-                }
-                Ok(Output::Event(event)) => self.on_event(event),
-                Err(e) => {
-                    tracing::debug!(error = %e, "peer connection failed");
-                    self.fail();
-                    return;
-                }
-            }
-        }
-    }
-
-    fn on_event(&mut self, event: Event) {
-        match event {
-            Event::IceConnectionStateChange(state) => match state {
-                IceConnectionState::Connected | IceConnectionState::Completed
-                    if !self.path_found =>
-                {
-                    self.path_found = true;
-                    self.emit(RtcEvent::PathFound);
-                }
-                IceConnectionState::Disconnected => {
-                    self.emit(RtcEvent::State(RtcState::Disconnected));
-                    self.fail();
-                }
-                _ => {}
-            },
-            Event::Connected => self.emit(RtcEvent::State(RtcState::Connected)),
-            Event::ChannelOpen(id, label) => {
-                if label == CHANNEL_LABEL {
-                    self.channel = Some(id);
-                    self.channel_open = true;
-                    if let Some(mut channel) = self.rtc.channel(id) {
-                        channel.set_buffered_amount_low_threshold(BUFFERED_LOW);
-                    }
-                    self.emit(RtcEvent::ChannelOpen);
-                    self.flush_outbox();
-                } else {
-                    self.rtc.direct_api().close_data_channel(id);
-                }
-            }
-            Event::ChannelData(data) if Some(data.id) == self.channel => {
-                if data.binary {
-                    self.emit(RtcEvent::Binary(data.data.len()));
-                } else {
-                    match String::from_utf8(data.data) {
-                        Ok(text) => self.emit(RtcEvent::Message(text)),
-                        Err(e) => self.emit(RtcEvent::Binary(e.as_bytes().len())),
-                    }
-                }
-            }
-            Event::ChannelBufferedAmountLow(id) if Some(id) == self.channel => self.flush_outbox(),
-            Event::ChannelClose(id) if Some(id) == self.channel => {
-                self.channel_open = false;
-                self.emit(RtcEvent::ChannelClosed);
-            }
-            _ => {}
-        }
-    }
 }
 
 /// The ioap name of a str0m candidate kind.
@@ -474,6 +348,8 @@ pub fn kind_of(kind: str0m::CandidateKind) -> CandidateKind {
         str0m::CandidateKind::Relayed => CandidateKind::Relay,
     }
 }
+
+mod events;
 
 #[cfg(test)]
 mod tests;

@@ -4,44 +4,24 @@
 //! is tried again when connections change, rather than being lost to "no endpoint yet".
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use str0m::Candidate as IceCandidate;
-use str0m::net::{Protocol, Receive, Transmit};
-use tokio::io::Interest;
+use str0m::net::Transmit;
 use tokio::sync::mpsc;
 
+mod datagrams;
+
+use datagrams::{EARLY_WAIT, Early, RECEIVE_BUFFER, send};
+
 use super::Command;
-use super::servers::{FromServer, ServerSpec, Servers};
+use super::servers::{ServerSpec, Servers};
 use super::slot::Slot;
-use super::stun::check_username;
 use crate::rtc::{CandidateKind, EVENT_BUFFER, IceServer, RtcError, RtcEvent, RtcSettings};
 
-/// Datagrams kept for a connection that does not exist yet …
-const EARLY_DATAGRAMS: usize = 256;
-/// … and for how long.
-const EARLY_WAIT: Duration = Duration::from_secs(2);
 /// How often a link that does not keep up with its events is offered them again.
 const BACKLOG_RETRY: Duration = Duration::from_millis(5);
-/// Socket reads per wake before commands and timers get their turn.
-const READS_PER_WAKE: usize = 64;
-
-thread_local! {
-    /// One receive buffer per worker thread, shared by every endpoint it runs (reading never
-    /// awaits): 64 KiB holds the largest datagram or GRO batch, and an agent does not carry
-    /// one of its own.
-    static RECEIVE_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 16]);
-}
-
-/// A datagram that came before its connection.
-struct Early {
-    at: Instant,
-    source: SocketAddr,
-    destination: SocketAddr,
-    data: Vec<u8>,
-}
 
 /// The loop's state.
 pub struct Endpoint {
@@ -361,141 +341,6 @@ impl Endpoint {
         }
     }
 
-    fn read(&mut self, buf: &mut [u8]) {
-        for _ in 0..READS_PER_WAKE {
-            let mut meta = [quinn_udp::RecvMeta::default()];
-            let received = self.socket.try_io(Interest::READABLE, || {
-                self.udp.recv(
-                    (&self.socket).into(),
-                    &mut [IoSliceMut::new(buf)],
-                    &mut meta,
-                )
-            });
-            match received {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::debug!(error = %e, "receive failed");
-                    return;
-                }
-            }
-            let meta = meta[0];
-            let port = self.hosts.first().map_or(0, SocketAddr::port);
-            let local_ip = meta.dst_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            let destination = SocketAddr::new(local_ip, port);
-            let now = Instant::now();
-            for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
-                self.on_datagram(now, meta.addr, destination, datagram);
-            }
-        }
-    }
-
-    fn on_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) {
-        let delivered = match self.servers.handle(source, destination, data, now) {
-            FromServer::Taken => {
-                self.share_candidates();
-                true
-            }
-            FromServer::Relayed {
-                peer,
-                relayed,
-                data,
-            } => {
-                if !self.deliver(now, peer, relayed, &data) {
-                    self.keep_early(now, peer, relayed, &data);
-                }
-                true
-            }
-            FromServer::NotMine => self.deliver(now, source, destination, data),
-        };
-        if !delivered {
-            self.keep_early(now, source, destination, data);
-        } else if !self.early.is_empty() {
-            // A connection moved on (ICE found its pair): what it refused a moment ago, such
-            // as a DTLS hello that outran the check, may be its now.
-            self.replay_early(now);
-        }
-    }
-
-    /// Keeps a datagram that found no connection (yet) for a while.
-    fn keep_early(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) {
-        if self.early.len() >= EARLY_DATAGRAMS {
-            self.early.pop_front();
-            tracing::debug!("too many datagrams for no known connection; the oldest dropped");
-        }
-        self.early.push_back(Early {
-            at: now,
-            source,
-            destination,
-            data: data.to_vec(),
-        });
-    }
-
-    /// Hands a datagram to its connection; false if none takes it.
-    fn deliver(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) -> bool {
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
-            return true; // Not WebRTC at all: nobody's, and not worth keeping.
-        };
-        let input = str0m::Input::Receive(now, receive);
-        let by_name = check_username(data)
-            .and_then(|ufrag| self.by_ufrag.get(ufrag))
-            .copied();
-        let by_address = self.by_remote.get(&source).copied();
-        let found = by_name
-            .or(by_address)
-            .filter(|id| self.slots.get(id).is_some_and(|s| s.accepts(&input)))
-            .or_else(|| {
-                self.slots
-                    .iter()
-                    .find(|(_, s)| s.accepts(&input))
-                    .map(|(id, _)| *id)
-            });
-        let (Some(peer), str0m::Input::Receive(_, receive)) = (found, input) else {
-            return false;
-        };
-        let previous = self.by_remote.insert(source, peer);
-        if let Some(slot) = self.slots.get_mut(&peer) {
-            slot.handle_receive(now, receive, &mut self.out);
-        }
-        self.settle(peer);
-        // One socket per agent: a check naming a new connection from an address an older
-        // connection used means the peer behind it moved on (a re-dial, or a new agent on a
-        // reused port); the older one would otherwise take the new one's DTLS.
-        if let Some(old) = previous.filter(|old| *old != peer && by_name == Some(peer)) {
-            if let Some(slot) = self.slots.get_mut(&old) {
-                slot.superseded();
-            }
-            self.settle(old);
-        }
-        true
-    }
-
-    fn replay_early(&mut self, now: Instant) {
-        for early in std::mem::take(&mut self.early) {
-            if !self.deliver(now, early.source, early.destination, &early.data) {
-                self.early.push_back(early);
-            }
-        }
-    }
-
     /// Hands the candidates the servers told of to every connection.
     fn share_candidates(&mut self) {
         while let Some((candidate, kind)) = self.servers.poll_candidate() {
@@ -508,56 +353,8 @@ impl Endpoint {
             }
         }
     }
-
-    fn transmit(&mut self) {
-        let now = Instant::now();
-        for transmit in self.out.drain(..) {
-            let (source, destination) = (transmit.source, transmit.destination);
-            match self
-                .servers
-                .relay(source, destination, &transmit.contents, now)
-            {
-                Some(true) => {}
-                Some(false) => tracing::debug!(%destination, "the TURN relay refused a datagram"),
-                None => {
-                    let from = self.wildcard.then_some(source.ip());
-                    send(
-                        &self.socket,
-                        &self.udp,
-                        destination,
-                        from,
-                        &transmit.contents,
-                    );
-                }
-            }
-        }
-        while let Some((server, datagram)) = self.servers.poll_transmit(now) {
-            send(&self.socket, &self.udp, server, None, &datagram);
-        }
-    }
 }
 
 fn gone() -> RtcError {
     RtcError::new("the peer connection is closed")
-}
-
-/// Sends one datagram; UDP may lose it anyway, so a full socket buffer only costs a
-/// retransmission (ICE, DTLS and SCTP all retransmit).
-fn send(
-    socket: &tokio::net::UdpSocket,
-    udp: &quinn_udp::UdpSocketState,
-    destination: SocketAddr,
-    source: Option<IpAddr>,
-    contents: &[u8],
-) {
-    let transmit = quinn_udp::Transmit {
-        destination,
-        ecn: None,
-        contents,
-        segment_size: None,
-        src_ip: source.filter(|ip| !ip.is_unspecified()),
-    };
-    if let Err(e) = udp.try_send(socket.into(), &transmit) {
-        tracing::debug!(error = %e, %destination, "datagram not sent");
-    }
 }

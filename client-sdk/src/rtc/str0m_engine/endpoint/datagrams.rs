@@ -1,0 +1,221 @@
+//! The endpoint's datagrams: reading the socket, finding each datagram's connection (by the
+//! ICE user name of a check, then by source address), keeping those that came before their
+//! connection, and sending what the connections and servers produce.
+
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use tokio::io::Interest;
+
+use super::Endpoint;
+use crate::rtc::str0m_engine::servers::FromServer;
+use crate::rtc::str0m_engine::stun::check_username;
+
+/// Datagrams kept for a connection that does not exist yet …
+const EARLY_DATAGRAMS: usize = 256;
+/// … and for how long.
+pub(super) const EARLY_WAIT: Duration = Duration::from_secs(2);
+/// Socket reads per wake before commands and timers get their turn.
+const READS_PER_WAKE: usize = 64;
+
+thread_local! {
+    /// One receive buffer per worker thread, shared by every endpoint it runs (reading never
+    /// awaits): 64 KiB holds the largest datagram or GRO batch, and an agent does not carry
+    /// one of its own.
+    pub(super) static RECEIVE_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 16]);
+}
+
+/// A datagram that came before its connection.
+pub(super) struct Early {
+    pub(super) at: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: Vec<u8>,
+}
+
+impl Endpoint {
+    pub(super) fn read(&mut self, buf: &mut [u8]) {
+        for _ in 0..READS_PER_WAKE {
+            let mut meta = [quinn_udp::RecvMeta::default()];
+            let received = self.socket.try_io(Interest::READABLE, || {
+                self.udp.recv(
+                    (&self.socket).into(),
+                    &mut [IoSliceMut::new(buf)],
+                    &mut meta,
+                )
+            });
+            match received {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive failed");
+                    return;
+                }
+            }
+            let meta = meta[0];
+            let port = self.hosts.first().map_or(0, SocketAddr::port);
+            let local_ip = meta.dst_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let destination = SocketAddr::new(local_ip, port);
+            let now = Instant::now();
+            for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                self.on_datagram(now, meta.addr, destination, datagram);
+            }
+        }
+    }
+
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let delivered = match self.servers.handle(source, destination, data, now) {
+            FromServer::Taken => {
+                self.share_candidates();
+                true
+            }
+            FromServer::Relayed {
+                peer,
+                relayed,
+                data,
+            } => {
+                if !self.deliver(now, peer, relayed, &data) {
+                    self.keep_early(now, peer, relayed, &data);
+                }
+                true
+            }
+            FromServer::NotMine => self.deliver(now, source, destination, data),
+        };
+        if !delivered {
+            self.keep_early(now, source, destination, data);
+        } else if !self.early.is_empty() {
+            // A connection moved on (ICE found its pair): what it refused a moment ago, such
+            // as a DTLS hello that outran the check, may be its now.
+            self.replay_early(now);
+        }
+    }
+
+    /// Keeps a datagram that found no connection (yet) for a while.
+    pub(super) fn keep_early(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        if self.early.len() >= EARLY_DATAGRAMS {
+            self.early.pop_front();
+            tracing::debug!("too many datagrams for no known connection; the oldest dropped");
+        }
+        self.early.push_back(Early {
+            at: now,
+            source,
+            destination,
+            data: data.to_vec(),
+        });
+    }
+
+    /// Hands a datagram to its connection; false if none takes it.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+            return true; // Not WebRTC at all: nobody's, and not worth keeping.
+        };
+        let input = str0m::Input::Receive(now, receive);
+        let by_name = check_username(data)
+            .and_then(|ufrag| self.by_ufrag.get(ufrag))
+            .copied();
+        let by_address = self.by_remote.get(&source).copied();
+        let found = by_name
+            .or(by_address)
+            .filter(|id| self.slots.get(id).is_some_and(|s| s.accepts(&input)))
+            .or_else(|| {
+                self.slots
+                    .iter()
+                    .find(|(_, s)| s.accepts(&input))
+                    .map(|(id, _)| *id)
+            });
+        let (Some(peer), str0m::Input::Receive(_, receive)) = (found, input) else {
+            return false;
+        };
+        let previous = self.by_remote.insert(source, peer);
+        if let Some(slot) = self.slots.get_mut(&peer) {
+            slot.handle_receive(now, receive, &mut self.out);
+        }
+        self.settle(peer);
+        // One socket per agent: a check naming a new connection from an address an older
+        // connection used means the peer behind it moved on (a re-dial, or a new agent on a
+        // reused port); the older one would otherwise take the new one's DTLS.
+        if let Some(old) = previous.filter(|old| *old != peer && by_name == Some(peer)) {
+            if let Some(slot) = self.slots.get_mut(&old) {
+                slot.superseded();
+            }
+            self.settle(old);
+        }
+        true
+    }
+
+    pub(super) fn replay_early(&mut self, now: Instant) {
+        for early in std::mem::take(&mut self.early) {
+            if !self.deliver(now, early.source, early.destination, &early.data) {
+                self.early.push_back(early);
+            }
+        }
+    }
+
+    pub(super) fn transmit(&mut self) {
+        let now = Instant::now();
+        for transmit in self.out.drain(..) {
+            let (source, destination) = (transmit.source, transmit.destination);
+            match self
+                .servers
+                .relay(source, destination, &transmit.contents, now)
+            {
+                Some(true) => {}
+                Some(false) => tracing::debug!(%destination, "the TURN relay refused a datagram"),
+                None => {
+                    let from = self.wildcard.then_some(source.ip());
+                    send(
+                        &self.socket,
+                        &self.udp,
+                        destination,
+                        from,
+                        &transmit.contents,
+                    );
+                }
+            }
+        }
+        while let Some((server, datagram)) = self.servers.poll_transmit(now) {
+            send(&self.socket, &self.udp, server, None, &datagram);
+        }
+    }
+}
+
+/// Sends one datagram; UDP may lose it anyway, so a full socket buffer only costs a
+/// retransmission (ICE, DTLS and SCTP all retransmit).
+pub(super) fn send(
+    socket: &tokio::net::UdpSocket,
+    udp: &quinn_udp::UdpSocketState,
+    destination: SocketAddr,
+    source: Option<IpAddr>,
+    contents: &[u8],
+) {
+    let transmit = quinn_udp::Transmit {
+        destination,
+        ecn: None,
+        contents,
+        segment_size: None,
+        src_ip: source.filter(|ip| !ip.is_unspecified()),
+    };
+    if let Err(e) = udp.try_send(socket.into(), &transmit) {
+        tracing::debug!(error = %e, %destination, "datagram not sent");
+    }
+}
