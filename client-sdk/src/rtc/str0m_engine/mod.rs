@@ -103,8 +103,7 @@ impl Str0mEngine {
             return Ok(sender.clone());
         }
         let (sender, receiver) = mpsc::channel(COMMAND_QUEUE);
-        let endpoint = Endpoint::bind(self.settings.clone(), receiver, sender.downgrade())
-            .map_err(RtcError::new)?;
+        let endpoint = Endpoint::bind(self.settings.clone(), receiver, sender.downgrade())?;
         tokio::spawn(endpoint.run());
         *commands = Some(sender.clone());
         Ok(sender)

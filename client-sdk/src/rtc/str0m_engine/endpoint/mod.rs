@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use str0m::Candidate as IceCandidate;
@@ -12,12 +13,14 @@ use str0m::net::Transmit;
 use tokio::sync::mpsc;
 
 mod datagrams;
+mod schedule;
 
 use datagrams::{EARLY_WAIT, Early, RECEIVE_BUFFER, send};
+use schedule::Schedule;
 
 use super::Command;
 use super::servers::{ServerSpec, Servers};
-use super::slot::Slot;
+use super::slot::{Shared, Slot};
 use crate::rtc::{CandidateKind, EVENT_BUFFER, IceServer, RtcError, RtcEvent, RtcSettings};
 
 /// How often a link that does not keep up with its events is offered them again.
@@ -26,6 +29,7 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 /// The loop's state.
 pub struct Endpoint {
     settings: RtcSettings,
+    shared: Shared,
     socket: tokio::net::UdpSocket,
     udp: quinn_udp::UdpSocketState,
     wildcard: bool,
@@ -34,7 +38,9 @@ pub struct Endpoint {
     slots: HashMap<u64, Slot>,
     by_ufrag: HashMap<String, u64>,
     by_remote: HashMap<SocketAddr, u64>,
-    timers: BTreeSet<(Instant, u64)>,
+    timers: Schedule,
+    /// Connections holding events their link has not taken yet.
+    backlogged: BTreeSet<u64>,
     next_id: u64,
     early: VecDeque<Early>,
     commands: mpsc::Receiver<Command>,
@@ -49,23 +55,25 @@ impl Endpoint {
         settings: RtcSettings,
         commands: mpsc::Receiver<Command>,
         to_self: mpsc::WeakSender<Command>,
-    ) -> std::io::Result<Endpoint> {
+    ) -> Result<Endpoint, RtcError> {
+        let shared = Shared::generate()?;
         let loopback_only = settings.loopback_only;
         let bind_ip = if loopback_only {
             Ipv4Addr::LOCALHOST
         } else {
             Ipv4Addr::UNSPECIFIED
         };
-        let std_socket = std::net::UdpSocket::bind((bind_ip, 0))?;
-        std_socket.set_nonblocking(true)?;
-        let udp = quinn_udp::UdpSocketState::new((&std_socket).into())?;
-        let port = std_socket.local_addr()?.port();
-        let socket = tokio::net::UdpSocket::from_std(std_socket)?;
+        let std_socket = std::net::UdpSocket::bind((bind_ip, 0)).map_err(RtcError::new)?;
+        std_socket.set_nonblocking(true).map_err(RtcError::new)?;
+        let udp = quinn_udp::UdpSocketState::new((&std_socket).into()).map_err(RtcError::new)?;
+        let port = std_socket.local_addr().map_err(RtcError::new)?.port();
+        let socket = tokio::net::UdpSocket::from_std(std_socket).map_err(RtcError::new)?;
         let with_loopback = loopback_only || settings.loopback_candidates.unwrap_or(false);
         let hosts = if loopback_only {
             vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]
         } else {
-            if_addrs::get_if_addrs()?
+            if_addrs::get_if_addrs()
+                .map_err(RtcError::new)?
                 .into_iter()
                 .map(|interface| interface.ip())
                 .filter(|ip| ip.is_ipv4() && crate::rtc::routable_candidate(*ip))
@@ -75,6 +83,7 @@ impl Endpoint {
         };
         Ok(Endpoint {
             settings,
+            shared,
             socket,
             udp,
             wildcard: !loopback_only,
@@ -83,7 +92,8 @@ impl Endpoint {
             slots: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_remote: HashMap::new(),
-            timers: BTreeSet::new(),
+            timers: Schedule::default(),
+            backlogged: BTreeSet::new(),
             next_id: 0,
             early: VecDeque::new(),
             commands,
@@ -94,8 +104,12 @@ impl Endpoint {
 
     /// Runs until every handle on the engine and its connections is gone.
     pub async fn run(mut self) {
+        let mut sleep = pin!(tokio::time::sleep_until(self.next_wake().into()));
         loop {
-            let wake = self.next_wake();
+            let wake = self.next_wake().into();
+            if sleep.deadline() != wake {
+                sleep.as_mut().reset(wake);
+            }
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
@@ -108,7 +122,7 @@ impl Endpoint {
                     }
                     RECEIVE_BUFFER.with_borrow_mut(|buf| self.read(buf));
                 }
-                () = tokio::time::sleep_until(wake.into()) => self.on_timers(Instant::now()),
+                () = &mut sleep => self.on_timers(Instant::now()),
             }
             self.transmit();
         }
@@ -122,14 +136,10 @@ impl Endpoint {
 
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let timers = self.timers.first().map(|(at, _)| *at);
+        let timers = self.timers.first();
         let servers = self.servers.deadline();
         let early = self.early.front().map(|e| e.at + EARLY_WAIT);
-        let backlog = self
-            .slots
-            .values()
-            .any(Slot::has_backlog)
-            .then(|| Instant::now() + BACKLOG_RETRY);
+        let backlog = (!self.backlogged.is_empty()).then(|| Instant::now() + BACKLOG_RETRY);
         [timers, servers, early, backlog]
             .into_iter()
             .flatten()
@@ -230,11 +240,18 @@ impl Endpoint {
         }
         local.extend(self.servers.candidates().iter().cloned());
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
-        let slot = Slot::new(&self.settings, credentials, &local, events, now);
+        let slot = Slot::new(
+            &self.settings,
+            &self.shared,
+            credentials,
+            &local,
+            events,
+            now,
+        );
         let id = self.next_id;
         self.next_id += 1;
         self.by_ufrag.insert(slot.ufrag().to_owned(), id);
-        self.timers.insert((slot.deadline(), id));
+        self.timers.set(id, slot.deadline());
         self.slots.insert(id, slot);
         Ok((id, receiver))
     }
@@ -290,25 +307,25 @@ impl Endpoint {
         let Some(slot) = self.slots.get(&peer) else {
             return;
         };
-        self.timers.retain(|(_, id)| *id != peer);
         if slot.is_dead() {
+            self.timers.remove(peer);
+            self.backlogged.remove(&peer);
             if let Some(slot) = self.slots.remove(&peer) {
                 self.by_ufrag.remove(slot.ufrag());
             }
             self.by_remote.retain(|_, id| *id != peer);
         } else {
-            self.timers.insert((slot.deadline(), peer));
+            self.timers.set(peer, slot.deadline());
+            if slot.has_backlog() {
+                self.backlogged.insert(peer);
+            } else {
+                self.backlogged.remove(&peer);
+            }
         }
     }
 
     fn on_timers(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .timers
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .map(|(_, id)| *id)
-            .collect();
-        for peer in due {
+        for peer in self.timers.due(now) {
             if let Some(slot) = self.slots.get_mut(&peer) {
                 slot.handle_timeout(now, &mut self.out);
                 self.settle(peer);
@@ -317,12 +334,7 @@ impl Endpoint {
         if !self.early.is_empty() {
             self.replay_early(now);
         }
-        let backlogged: Vec<u64> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| s.has_backlog() || s.is_dead())
-            .map(|(id, _)| *id)
-            .collect();
+        let backlogged: Vec<u64> = self.backlogged.iter().copied().collect();
         for peer in backlogged {
             if let Some(slot) = self.slots.get_mut(&peer) {
                 slot.flush_events();

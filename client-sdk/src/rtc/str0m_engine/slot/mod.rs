@@ -4,10 +4,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::net::{Receive, Transmit};
 use str0m::{Candidate as IceCandidate, Input, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
@@ -41,7 +43,7 @@ pub struct Slot {
     path_found: bool,
     channel_open: bool,
     /// The last datagram from the peer, and how long a silence may last: ICE checks the
-    /// selected pair every second each way (consent, RFC 7675), so a peer silent for this long
+    /// selected pair every 2 seconds each way (consent, RFC 7675), so a peer silent for this long
     /// is gone (str0m alone would wait its fixed 15 s grace first).
     last_heard: Instant,
     silence_limit: Duration,
@@ -49,10 +51,37 @@ pub struct Slot {
     dead: bool,
 }
 
+/// What every peer connection of one agent shares: the crypto provider and one DTLS
+/// certificate (its fingerprint goes in each signed offer and answer), made once per engine
+/// rather than once per connection.
+#[derive(Clone)]
+pub struct Shared {
+    crypto: Arc<CryptoProvider>,
+    certificate: DtlsCert,
+}
+
+impl Shared {
+    /// The crypto provider str0m was built with and a new self-signed certificate.
+    pub fn generate() -> Result<Shared, RtcError> {
+        let crypto = str0m::crypto::from_feature_flags();
+        let certificate = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| RtcError::new("no DTLS certificate could be made"))?;
+        Ok(Shared {
+            crypto: Arc::new(crypto),
+            certificate,
+        })
+    }
+}
+
 /// Builds the str0m configuration for one peer connection: ICE gives up a silent pair within
 /// `ice_failed_timeout` (str0m's default waits ≈ 20 s).
-fn config(settings: &RtcSettings, credentials: str0m::IceCreds) -> RtcConfig {
-    let mut config = RtcConfig::new().set_local_ice_credentials(credentials);
+fn config(settings: &RtcSettings, shared: &Shared, credentials: str0m::IceCreds) -> RtcConfig {
+    let mut config = RtcConfig::new()
+        .set_crypto_provider(Arc::clone(&shared.crypto))
+        .set_dtls_cert(shared.certificate.clone())
+        .set_local_ice_credentials(credentials);
     config.set_initial_stun_rto(STUN_INITIAL_RTO);
     config.set_max_stun_rto(STUN_MAX_RTO);
     config.set_max_stun_retransmits(stun_retransmits(settings.ice_failed_timeout));
@@ -60,10 +89,12 @@ fn config(settings: &RtcSettings, credentials: str0m::IceCreds) -> RtcConfig {
 }
 
 const STUN_INITIAL_RTO: Duration = Duration::from_millis(250);
-const STUN_MAX_RTO: Duration = Duration::from_secs(1);
+/// The longest wait between two checks of a pair (§11.3: at least every 2 s each way).
+const STUN_MAX_RTO: Duration = Duration::from_secs(2);
 
-/// The wait before a check's `n`th transmission (str0m's rule: doubling from the initial RTO,
-/// capped).
+/// The wait after a pair's `n`th remembered check before the next (str0m's rule: doubling
+/// from the initial RTO, capped). str0m remembers a pair's last `retransmits` checks, so a
+/// pair that answers is checked every `stun_wait(retransmits)`: the consent interval.
 fn stun_wait(n: u32) -> Duration {
     (STUN_INITIAL_RTO * 2u32.pow(n.saturating_sub(1).min(16))).min(STUN_MAX_RTO)
 }
@@ -74,10 +105,13 @@ fn ice_timeout(retransmits: u32) -> Duration {
     (2..=retransmits).map(stun_wait).sum::<Duration>() + stun_wait(retransmits)
 }
 
-/// The most retransmissions whose timeout stays within `limit` (at least 2).
+/// Enough retransmissions that a connected pair is checked every [`STUN_MAX_RTO`] rather than
+/// more often, and more while their timeout stays within `limit`.
 fn stun_retransmits(limit: Duration) -> usize {
     let mut retransmits = 2;
-    while retransmits < 30 && ice_timeout(retransmits + 1) <= limit {
+    while retransmits < 30
+        && (stun_wait(retransmits) < STUN_MAX_RTO || ice_timeout(retransmits + 1) <= limit)
+    {
         retransmits += 1;
     }
     retransmits as usize
@@ -87,13 +121,14 @@ impl Slot {
     /// A new peer connection with its local candidates, reporting to `events`.
     pub fn new(
         settings: &RtcSettings,
+        shared: &Shared,
         credentials: str0m::IceCreds,
         local: &[(IceCandidate, CandidateKind)],
         events: mpsc::Sender<RtcEvent>,
         now: Instant,
     ) -> Slot {
         let ufrag = credentials.ufrag.clone();
-        let rtc = config(settings, credentials).build(now);
+        let rtc = config(settings, shared, credentials).build(now);
         let mut slot = Slot {
             rtc,
             ufrag,
