@@ -250,8 +250,8 @@ impl AgentBuilder {
         self
     }
 
-    /// PING the gateway after `quiet` without hearing from it, and give it up (reconnect,
-    /// to the next gateway if any) when nothing arrives within `timeout` of the PING
+    /// Ping the gateway (a WebSocket ping) after `quiet` without hearing from it, and give it
+    /// up (reconnect, to the next gateway if any) when nothing arrives within `timeout` of it
     /// (defaults 10 s and 5 s: a hung gateway is left within 15 s).
     pub fn gateway_keepalive(mut self, quiet: Duration, timeout: Duration) -> Self {
         self.gateway.keepalive = quiet;
@@ -384,8 +384,9 @@ async fn route_signaling(
 /// (100 ms up to 30 s) and registers again with the same capabilities; open links do not need
 /// the gateway and keep working while it is down. With the gateways of a cluster
 /// ([`AgentBuilder::alternate_gateway`]) a lost or unreachable gateway is left for the next at
-/// once. A gateway that hangs is noticed too: the agent PINGs it after 10 s of quiet and
-/// leaves it when nothing arrives within 5 s ([`AgentBuilder::gateway_keepalive`]). Every failed attempt is a
+/// once. A gateway that hangs is noticed too: the agent pings it (a WebSocket ping) after 10 s
+/// of quiet and leaves it when nothing arrives within 5 s
+/// ([`AgentBuilder::gateway_keepalive`]). Every failed attempt is a
 /// [`ConnectionEvent`](crate::ConnectionEvent) ([`Agent::take_events`]) naming the gateway's
 /// code or close code.
 ///

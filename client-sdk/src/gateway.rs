@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{SinkExt, StreamExt};
 use ioap_protocol::handshake::Advertisement;
-use ioap_protocol::payload::{Ping, Registered, Unregister};
+use ioap_protocol::payload::{Registered, Unregister};
 use ioap_protocol::{
     Body, Did, Envelope, ErrorCode, Identity, MessageId, ReceivedEnvelope, ReplayGuard, Timestamp,
 };
@@ -492,7 +492,7 @@ impl Runner {
             self.config.keepalive_timeout,
             Instant::now(),
         );
-        let mut ping_sequence = 0;
+        let mut ping_sequence = 0u64;
         loop {
             let check = tokio::time::sleep_until(keepalive.deadline().into());
             tokio::select! {
@@ -542,13 +542,11 @@ impl Runner {
                 () = check => match keepalive.poll(Instant::now()) {
                     Keepalive::Wait => {}
                     Keepalive::Ping => {
+                        // A WebSocket ping, which every WebSocket endpoint answers with a pong
+                        // (RFC 6455 §5.5.2): liveness needs no signature on either side (§10).
                         ping_sequence += 1;
-                        let ping = Envelope::new(self.config.identity.did(), Some(gateway),
-                            Body::Ping(Ping { sequence: ping_sequence }), now())
-                            .sign(&self.config.identity);
-                        if let Ok(ping) = ping
-                            && let Err(error) = ws.send(Message::text(ping.into_string())).await
-                        {
+                        let ping = Message::Ping(ping_sequence.to_be_bytes().to_vec().into());
+                        if let Err(error) = ws.send(ping).await {
                             return End::Lost(None, error.to_string());
                         }
                     }
@@ -584,7 +582,7 @@ impl Runner {
             Ok(envelope) => {
                 if envelope.from == gateway {
                     match &envelope.body {
-                        // The keepalive's answer; hearing it was the point.
+                        // An answer to a PING (this SDK pings with WebSocket pings): nothing to do.
                         Body::Pong(_) => return,
                         Body::Error(error) => {
                             debug!(code = %error.code, message = %error.message, "gateway error");

@@ -158,3 +158,35 @@ async fn a_refused_registration_is_reported_with_the_gateways_code() {
     member.close().await;
     gateway.shutdown().await;
 }
+
+/// The keepalive pings a quiet gateway with WebSocket pings (no signature on either side,
+/// PROTOCOL_DESIGN.md §10) and the gateway's pongs keep the connection: with a 100 ms quiet
+/// spell and a 200 ms deadline, a ping left unanswered would end it within 300 ms.
+#[tokio::test]
+async fn a_quiet_gateway_answers_the_keepalive_and_the_connection_stays() {
+    let gateway = Gateway::start(GatewayConfig::ephemeral())
+        .await
+        .expect("gateway");
+    let mut config = GatewayClientConfig::new(gateway.ws_url(), Identity::generate().expect("rng"));
+    config.keepalive = Duration::from_millis(100);
+    config.keepalive_timeout = Duration::from_millis(200);
+    let (client, mut streams) = GatewayClient::start(config);
+    assert!(
+        tokio::time::timeout(WAIT, client.registered())
+            .await
+            .expect("in time")
+            .is_some()
+    );
+    let event = tokio::time::timeout(WAIT, streams.events.recv()).await;
+    assert!(
+        matches!(event, Ok(Some(ConnectionEvent::Registered { .. }))),
+        "{event:?}"
+    );
+
+    // Ten keepalive rounds with nothing else on the connection.
+    let event = tokio::time::timeout(Duration::from_secs(3), streams.events.recv()).await;
+    assert!(event.is_err(), "the connection changed: {event:?}");
+    assert_eq!(gateway.registered_agents(), 1);
+    client.close().await;
+    gateway.shutdown().await;
+}

@@ -16,7 +16,7 @@ mod datagrams;
 mod schedule;
 
 use datagrams::{EARLY_WAIT, Early, RECEIVE_BUFFER, send};
-use schedule::Schedule;
+use schedule::{Schedule, wake_at};
 
 use super::Command;
 use super::servers::{ServerSpec, Servers};
@@ -136,7 +136,7 @@ impl Endpoint {
 
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let timers = self.timers.first();
+        let timers = self.timers.first().map(|at| wake_at(at, Instant::now()));
         let servers = self.servers.deadline();
         let early = self.early.front().map(|e| e.at + EARLY_WAIT);
         let backlog = (!self.backlogged.is_empty()).then(|| Instant::now() + BACKLOG_RETRY);

@@ -185,9 +185,11 @@ impl Slot {
         }
     }
 
-    /// Whether a datagram is this peer connection's.
+    /// Whether a datagram is this peer connection's. One that ended takes nothing more, though
+    /// it lingers until its link took its last events: a new connection from the same address
+    /// (a re-dial) gets its DTLS hello.
     pub fn accepts(&self, input: &Input) -> bool {
-        self.rtc.accepts(input)
+        !self.dead && self.rtc.is_alive() && self.rtc.accepts(input)
     }
 
     /// Offerer side: the data channel and the offer.

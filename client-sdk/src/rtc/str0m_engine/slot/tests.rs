@@ -292,3 +292,33 @@ fn a_connected_pair_is_checked_every_two_seconds_and_a_longer_timeout_retransmit
     assert_eq!(stun_retransmits(Duration::from_millis(7499)), 4);
     assert_eq!(stun_retransmits(Duration::from_millis(7500)), 5);
 }
+
+#[test]
+fn a_closed_connection_takes_no_more_datagrams_from_its_peer() {
+    let mut pair = Pair::new(Duration::from_millis(1));
+    pair.negotiate();
+    pair.run_until(Duration::from_secs(5), |p| p.a.opened() && p.b.opened());
+    let mut out = Vec::new();
+    pair.b
+        .slot
+        .send("to a".into(), oneshot::channel().0, pair.now, &mut out);
+    let a: SocketAddr = A.parse().expect("addr");
+    let to_a = out
+        .iter()
+        .find(|t| t.destination == a)
+        .expect("b sends a datagram to a");
+    let receive = || {
+        let receive = Receive::new(Protocol::Udp, to_a.source, a, &to_a.contents).expect("dtls");
+        Input::Receive(pair.now, receive)
+    };
+    assert!(
+        pair.a.slot.accepts(&receive()),
+        "open: the peer's data is a's"
+    );
+
+    pair.a.slot.close();
+    assert!(
+        !pair.a.slot.accepts(&receive()),
+        "closed: a re-dial from the same address must find its own connection"
+    );
+}
