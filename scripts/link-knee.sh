@@ -5,6 +5,7 @@
 #
 #   scripts/link-knee.sh LINKS ENGINE HOLD_S [PER_TOOL=2500] [TOOLS_PER_GATEWAY=2]
 #
+# CALLS (environment, default 10) calls are made on each link, one at a time, before the hold.
 # Needs release binaries (cargo build --release). Reports go to target/link-knee/LINKS-ENGINE/
 # (one ioap.loadtest.v1 JSON per tool) and a summary line is printed. Every process it starts
 # is stopped when it ends, however it ends.
@@ -19,6 +20,9 @@ tools_per_gateway=${5:-2}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/target/release"
 out="$root/target/link-knee/$links-$engine"
+for b in ioap ioap-gateway; do
+    [ -x "$bin/$b" ] || { echo "no $bin/$b: cargo build --release --workspace --bins" >&2; exit 2; }
+done
 rm -rf "$out" && mkdir -p "$out"
 
 tools=$(((links + per_tool - 1) / per_tool))
@@ -47,7 +51,7 @@ for t in $(seq 0 $((tools - 1))); do
     mine=$((links - t * per_tool < per_tool ? links - t * per_tool : per_tool))
     g=$((t / tools_per_gateway))
     "$bin/ioap" loadtest --gateway "ws://127.0.0.1:$((8700 + g))/ws" --gateway-pid "${pids[$g]}" \
-        --agents $((2 * mine)) --links "$mine" --calls 10 --concurrency 1 --duration 0 \
+        --agents $((2 * mine)) --links "$mine" --calls "${CALLS:-10}" --concurrency 1 --duration 0 \
         --hold "$hold" --engine "$engine" --quiet --json --out "$out/tool-$t.json" \
         >"$out/tool-$t.log" 2>&1 &
     tool_pids+=($!)
@@ -56,9 +60,9 @@ done
 status=0
 for pid in "${tool_pids[@]}"; do wait "$pid" || status=1; done
 
-python3 - "$out" "$links" "$engine" <<'PY'
+python3 - "$out" "$links" "$engine" "$tools" <<'PY'
 import glob, json, sys
-out, links, engine = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out, links, engine, tools = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 reports = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/tool-*.json"))]
 def total(path):
     s = 0
@@ -84,7 +88,7 @@ print(json.dumps({
     "cpu_ms_per_link_per_s": round(cpu / at_start, 3) if at_start else None,
     "rss_per_link_kib": [round(x) for x in rss],
     "errors": [r.get("errors") for r in reports],
-    "passed": all(r.get("passed") for r in reports),
+    "passed": len(reports) == tools and all(r.get("passed") for r in reports),
 }))
 PY
 exit $status

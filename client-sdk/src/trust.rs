@@ -3,7 +3,7 @@
 //! names (a private CA, a local test certificate).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -23,8 +23,22 @@ pub struct TrustError {
 ///
 /// The platform store is what `rustls-native-certs` finds: on Linux the distribution's bundle,
 /// or the files `SSL_CERT_FILE` / `SSL_CERT_DIR` name. Certificates in it that cannot be
-/// parsed are skipped (logged at debug), as OpenSSL does.
+/// parsed are skipped (logged at debug), as OpenSSL does. Without `ca_files` the
+/// configuration is built once per process and shared (the trust stores are read once, and
+/// thousands of agents in one process do not each hold ≈ 100 KiB of root certificates).
 pub fn client_config(ca_files: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, TrustError> {
+    static SHARED: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    if !ca_files.is_empty() {
+        return build(ca_files);
+    }
+    if let Some(config) = SHARED.get() {
+        return Ok(Arc::clone(config));
+    }
+    let config = build(&[])?;
+    Ok(Arc::clone(SHARED.get_or_init(|| config)))
+}
+
+fn build(ca_files: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, TrustError> {
     let mut roots =
         rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let platform = rustls_native_certs::load_native_certs();

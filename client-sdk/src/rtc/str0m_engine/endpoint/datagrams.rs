@@ -36,16 +36,24 @@ pub(super) struct Early {
 }
 
 impl Endpoint {
-    pub(super) fn read(&mut self, buf: &mut [u8]) {
+    /// Reads what the socket holds (at most [`READS_PER_WAKE`] datagrams). `asked_anyway`:
+    /// ask the kernel even if the runtime has not yet reported the socket readable (a loop
+    /// that woke late takes in what came meanwhile before it judges any silence).
+    pub(super) fn read(&mut self, buf: &mut [u8], asked_anyway: bool) {
         for _ in 0..READS_PER_WAKE {
             let mut meta = [quinn_udp::RecvMeta::default()];
-            let received = self.socket.try_io(Interest::READABLE, || {
+            let mut recv = || {
                 self.udp.recv(
                     (&self.socket).into(),
                     &mut [IoSliceMut::new(buf)],
                     &mut meta,
                 )
-            });
+            };
+            let received = if asked_anyway {
+                recv()
+            } else {
+                self.socket.try_io(Interest::READABLE, recv)
+            };
             match received {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,

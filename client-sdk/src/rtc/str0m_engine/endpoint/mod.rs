@@ -23,6 +23,8 @@ use super::servers::{ServerSpec, Servers};
 use super::slot::{Shared, Slot};
 use crate::rtc::{CandidateKind, EVENT_BUFFER, IceServer, RtcError, RtcEvent, RtcSettings};
 
+/// A timer that fires this late means a busy runtime, not a quiet peer.
+const LATE: Duration = Duration::from_millis(100);
 /// How often a link that does not keep up with its events is offered them again.
 const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 
@@ -35,7 +37,8 @@ pub struct Endpoint {
     wildcard: bool,
     hosts: Vec<SocketAddr>,
     servers: Servers,
-    slots: HashMap<u64, Slot>,
+    /// Boxed: a connection's state is kilobytes, and a map holds spare room for several.
+    slots: HashMap<u64, Box<Slot>>,
     by_ufrag: HashMap<String, u64>,
     by_remote: HashMap<SocketAddr, u64>,
     timers: Schedule,
@@ -120,9 +123,17 @@ impl Endpoint {
                         tracing::warn!(error = %e, "the engine's socket failed");
                         break;
                     }
-                    RECEIVE_BUFFER.with_borrow_mut(|buf| self.read(buf));
+                    RECEIVE_BUFFER.with_borrow_mut(|buf| self.read(buf, false));
                 }
-                () = &mut sleep => self.on_timers(Instant::now()),
+                () = &mut sleep => {
+                    let late = Instant::now().saturating_duration_since(sleep.deadline().into_std());
+                    if late > LATE {
+                        // A busy runtime ran this loop late: what the peers sent meanwhile
+                        // counts before their silence is judged.
+                        RECEIVE_BUFFER.with_borrow_mut(|buf| self.read(buf, true));
+                    }
+                    self.on_timers(Instant::now());
+                }
             }
             self.transmit();
         }
@@ -192,7 +203,7 @@ impl Endpoint {
                 }
             },
             Command::Path { peer, reply } => {
-                let _ = reply.send(self.slots.get(&peer).and_then(Slot::path));
+                let _ = reply.send(self.slots.get(&peer).and_then(|slot| slot.path()));
             }
             Command::Close { peer } => {
                 if let Some(slot) = self.slots.get_mut(&peer) {
@@ -252,7 +263,7 @@ impl Endpoint {
         self.next_id += 1;
         self.by_ufrag.insert(slot.ufrag().to_owned(), id);
         self.timers.set(id, slot.deadline());
-        self.slots.insert(id, slot);
+        self.slots.insert(id, Box::new(slot));
         Ok((id, receiver))
     }
 
