@@ -11,6 +11,7 @@ use tokio::io::Interest;
 
 use super::Endpoint;
 use crate::rtc::str0m_engine::servers::FromServer;
+use crate::rtc::str0m_engine::slot::Slot;
 use crate::rtc::str0m_engine::stun::check_username;
 
 /// Datagrams kept for a connection that does not exist yet …
@@ -138,17 +139,18 @@ impl Endpoint {
             return true; // Not WebRTC at all: nobody's, and not worth keeping.
         };
         let input = str0m::Input::Receive(now, receive);
+        let hello = is_client_hello(data);
         let by_name = check_username(data)
             .and_then(|ufrag| self.by_ufrag.get(ufrag))
             .copied();
         let by_address = self.by_remote.get(&source).copied();
         let found = by_name
             .or(by_address)
-            .filter(|id| self.slots.get(id).is_some_and(|s| s.accepts(&input)))
+            .filter(|id| self.slots.get(id).is_some_and(|s| takes(s, &input, hello)))
             .or_else(|| {
                 self.slots
                     .iter()
-                    .find(|(_, s)| s.accepts(&input))
+                    .find(|(_, s)| takes(s, &input, hello))
                     .map(|(id, _)| *id)
             });
         let (Some(peer), str0m::Input::Receive(_, receive)) = (found, input) else {
@@ -207,6 +209,25 @@ impl Endpoint {
     }
 }
 
+/// Whether `slot` takes a datagram. A DTLS ClientHello starts a new association, so one from
+/// the address of a connection whose channel is open belongs to a newer connection (a re-dial,
+/// or a new agent on a reused port) that ICE has not matched yet: it waits among the early
+/// datagrams rather than being swallowed by the old one (which cost a 250 ms retransmission).
+fn takes(slot: &Slot, input: &str0m::Input, hello: bool) -> bool {
+    slot.accepts(input) && !(hello && slot.is_established())
+}
+
+/// A DTLS ClientHello: a handshake record of epoch 0 whose message is `client_hello`
+/// (RFC 6347 §4.1, §4.2.2).
+fn is_client_hello(datagram: &[u8]) -> bool {
+    const HANDSHAKE: u8 = 22;
+    const CLIENT_HELLO: u8 = 1;
+    datagram.len() > 13
+        && datagram[0] == HANDSHAKE
+        && datagram[3..5] == [0, 0]
+        && datagram[13] == CLIENT_HELLO
+}
+
 /// Sends one datagram; UDP may lose it anyway, so a full socket buffer only costs a
 /// retransmission (ICE, DTLS and SCTP all retransmit).
 pub(super) fn send(
@@ -225,5 +246,32 @@ pub(super) fn send(
     };
     if let Err(e) = udp.try_send(socket.into(), &transmit) {
         tracing::debug!(error = %e, %destination, "datagram not sent");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_client_hello;
+
+    #[test]
+    fn a_client_hello_is_told_from_other_dtls_records() {
+        // Record header: handshake (22), DTLS 1.2 (254 253), epoch, sequence, length; then the
+        // handshake header's type.
+        let mut hello = vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 1];
+        hello.resize(54, 0);
+        assert!(is_client_hello(&hello));
+        let mut server_hello = hello.clone();
+        server_hello[13] = 2;
+        assert!(!is_client_hello(&server_hello));
+        let mut later_epoch = hello.clone();
+        later_epoch[4] = 1;
+        assert!(
+            !is_client_hello(&later_epoch),
+            "encrypted, not a new association"
+        );
+        let mut application = hello.clone();
+        application[0] = 23;
+        assert!(!is_client_hello(&application));
+        assert!(!is_client_hello(&hello[..13]));
     }
 }

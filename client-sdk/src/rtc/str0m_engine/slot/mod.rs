@@ -185,6 +185,11 @@ impl Slot {
         }
     }
 
+    /// Its DTLS handshake is done and its data channel open.
+    pub fn is_established(&self) -> bool {
+        self.channel_open
+    }
+
     /// Whether a datagram is this peer connection's. One that ended takes nothing more, though
     /// it lingers until its link took its last events: a new connection from the same address
     /// (a re-dial) gets its DTLS hello.
