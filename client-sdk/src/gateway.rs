@@ -69,15 +69,15 @@ pub struct GatewayClientConfig {
     pub reconnect_min_delay: Duration,
     /// Longest reconnection delay.
     pub reconnect_max_delay: Duration,
-    /// After this long without a frame from the gateway, PING it (§10).
+    /// After this long without a frame from the gateway, ping it (a WebSocket ping, §10).
     pub keepalive: Duration,
-    /// A gateway that sends nothing within this of the PING is given up (a hung process, a
+    /// A gateway that sends nothing within this of the ping is given up (a hung process, a
     /// dead path): the client reconnects, to the next URL if there is one.
     pub keepalive_timeout: Duration,
 }
 
 impl GatewayClientConfig {
-    /// Defaults: 10 s handshake, reconnect from 100 ms up to 30 s with jitter, PING after 10 s
+    /// Defaults: 10 s handshake, reconnect from 100 ms up to 30 s with jitter, ping after 10 s
     /// of quiet and give up 5 s later.
     pub fn new(url: impl Into<String>, identity: Identity) -> Self {
         GatewayClientConfig {
@@ -552,7 +552,7 @@ impl Runner {
                     }
                     Keepalive::Dead => {
                         return End::Lost(None, format!(
-                            "the gateway sent nothing for {:?} after a PING (hung or unreachable)",
+                            "the gateway sent nothing for {:?} after a ping (hung or unreachable)",
                             self.config.keepalive_timeout
                         ));
                     }

@@ -1,6 +1,7 @@
 //! Noticing a gateway that hangs (a stopped process, a dead path) and not only one that
-//! closes: PING the gateway after a quiet spell and give up on it when nothing comes back by
-//! a deadline (PROTOCOL_DESIGN.md §10). A plain state machine; time is an input.
+//! closes: ping the gateway (a WebSocket ping) after a quiet spell and give up on it when
+//! nothing comes back by a deadline (PROTOCOL_DESIGN.md §10). A plain state machine; time is
+//! an input.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 pub enum Keepalive {
     /// Nothing yet; ask again at [`GatewayKeepalive::deadline`].
     Wait,
-    /// Send a PING to the gateway.
+    /// Send a ping to the gateway.
     Ping,
     /// Nothing arrived by the deadline: the gateway is gone; reconnect (elsewhere).
     Dead,
@@ -25,8 +26,8 @@ pub struct GatewayKeepalive {
 }
 
 impl GatewayKeepalive {
-    /// PING after `quiet` without a frame from the gateway; dead when nothing arrives within
-    /// `timeout` of the PING.
+    /// Ping after `quiet` without a frame from the gateway; dead when nothing arrives within
+    /// `timeout` of the ping.
     pub fn new(quiet: Duration, timeout: Duration, now: Instant) -> Self {
         GatewayKeepalive {
             quiet,
