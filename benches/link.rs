@@ -146,6 +146,46 @@ async fn run(bench: &Bench) -> anyhow::Result<()> {
     let idle_s = env_or("IOAP_LINK_BENCH_IDLE_S", 10) as u64;
     let engine = bench.engine;
 
+    // Memory and idle CPU first, on a heap no earlier phase has grown (freed memory would be
+    // reused and flatter the figure): hold `held` links open (both ends in this process).
+    let before = rss_kib();
+    let mut pairs = Vec::new();
+    for _ in 0..held {
+        let (a, b) = (bench.agent().await?, bench.agent().await?);
+        pairs.push((a, b));
+    }
+    let agents_only = rss_kib();
+    let cpu_agents = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(idle_s)).await;
+    let agents_cpu = cpu_seconds() - cpu_agents;
+    for (a, b) in &pairs {
+        a.peer(b.did()).connect().await?;
+    }
+    let with_links = rss_kib();
+    let per_link = (with_links.saturating_sub(agents_only)) as f64 / held as f64;
+    println!(
+        "{engine:<9} {:<28} {per_link:.0} KiB per link (both ends; {held} links, agents alone {} KiB)",
+        "RSS",
+        agents_only.saturating_sub(before)
+    );
+    let cpu_before = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(idle_s)).await;
+    let links_cpu = cpu_seconds() - cpu_before - agents_cpu;
+    let lost = pairs
+        .iter()
+        .filter(|(a, b)| a.open_links() == 0 || b.open_links() == 0)
+        .count();
+    println!(
+        "{engine:<9} {:<28} {:.3} ms per link per second (both ends; {held} links, {idle_s} s, \
+         the agents' own share taken off; {lost} lost)",
+        "idle CPU",
+        links_cpu * 1e3 / (held as f64 * idle_s as f64),
+    );
+    for (a, b) in pairs {
+        a.close().await;
+        b.close().await;
+    }
+
     // Link setup: one caller dials `setups` fresh agents in turn.
     let caller = bench.agent().await?;
     let mut setup = Histogram::<u64>::new(3)?;
@@ -197,43 +237,5 @@ async fn run(bench: &Bench) -> anyhow::Result<()> {
     callee.close().await;
     caller.close().await;
 
-    // Memory and idle CPU: hold `held` links open (both ends in this process).
-    let before = rss_kib();
-    let mut pairs = Vec::new();
-    for _ in 0..held {
-        let (a, b) = (bench.agent().await?, bench.agent().await?);
-        pairs.push((a, b));
-    }
-    let agents_only = rss_kib();
-    let cpu_agents = cpu_seconds();
-    tokio::time::sleep(Duration::from_secs(idle_s)).await;
-    let agents_cpu = cpu_seconds() - cpu_agents;
-    for (a, b) in &pairs {
-        a.peer(b.did()).connect().await?;
-    }
-    let with_links = rss_kib();
-    let per_link = (with_links.saturating_sub(agents_only)) as f64 / held as f64;
-    println!(
-        "{engine:<9} {:<28} {per_link:.0} KiB per link (both ends; {held} links, agents alone {} KiB)",
-        "RSS",
-        agents_only.saturating_sub(before)
-    );
-    let cpu_before = cpu_seconds();
-    tokio::time::sleep(Duration::from_secs(idle_s)).await;
-    let links_cpu = cpu_seconds() - cpu_before - agents_cpu;
-    let lost = pairs
-        .iter()
-        .filter(|(a, b)| a.open_links() == 0 || b.open_links() == 0)
-        .count();
-    println!(
-        "{engine:<9} {:<28} {:.3} ms per link per second (both ends; {held} links, {idle_s} s, \
-         the agents' own share taken off; {lost} lost)",
-        "idle CPU",
-        links_cpu * 1e3 / (held as f64 * idle_s as f64),
-    );
-    for (a, b) in pairs {
-        a.close().await;
-        b.close().await;
-    }
     Ok(())
 }

@@ -89,19 +89,20 @@ pub(crate) enum Command {
     Raw(String),
 }
 
-/// A handle to an open link's driver.
+/// A handle to an open link's driver. Its commands are queued boxed: tokio's queues allocate
+/// room for 32 items at a time, and every open link keeps its queue.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Box<Command>>,
 }
 
 impl LinkHandle {
-    pub(crate) fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
+    pub(crate) fn new(commands: mpsc::UnboundedSender<Box<Command>>) -> Self {
         LinkHandle { commands }
     }
 
     /// Queues `command`; false once the driver has ended.
     pub(crate) fn send(&self, command: Command) -> bool {
-        self.commands.send(command).is_ok()
+        self.commands.send(Box::new(command)).is_ok()
     }
 }

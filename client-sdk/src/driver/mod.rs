@@ -18,7 +18,9 @@ use tracing::{debug, info};
 use crate::core::AgentCore;
 use crate::error::{CallError, SetupError};
 use crate::link::{Command, LinkHandle};
-use crate::machine::{CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, PartStatus};
+use crate::machine::{
+    CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, PartStatus, Transmit,
+};
 use crate::negotiation::{Negotiation, Step};
 use crate::relayed::Relayed;
 use crate::rtc::{Candidate, RtcEvent, RtcPeer, RtcState};
@@ -140,7 +142,7 @@ async fn run(core: Arc<AgentCore>, remote: Did, start: Start, new: NewLink) {
             () = core.stop.cancelled() => Input::Stop,
             signal = signals.recv() => Input::Signal(signal),
             event = attempt.events.recv() => Input::Rtc(event),
-            Some(command) = commands.recv() => Input::Command(command),
+            Some(command) = commands.recv() => Input::Command(*command),
             () = sleep_until(timeout) => Input::Timeout,
             () = sleep_until(relay_at) => Input::RelayNow,
         };
@@ -468,19 +470,10 @@ impl Driver {
                 return;
             };
             if let Some(transmit) = attempt.machine.poll_transmit() {
-                let mut envelope =
-                    Envelope::new(self.core.did, Some(self.remote), transmit.body, wall_now());
-                if let Some(id) = transmit.id {
-                    envelope.id = id;
-                }
-                envelope.correlation_id = transmit.correlation;
-                let sent = match envelope.sign(&self.core.identity) {
-                    Ok(wire) => attempt
-                        .rtc
-                        .send(wire.into_string())
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(error) => Err(error.to_string()),
+                // Only the wire text waits on the send: this future lives in every link's task.
+                let sent = match sign(&self.core, self.remote, transmit) {
+                    Ok(wire) => attempt.rtc.send(wire).await.map_err(|e| e.to_string()),
+                    Err(error) => Err(error),
                 };
                 if let Err(error) = sent {
                     debug!(peer = %self.remote, %error, "send on the link failed");
@@ -491,11 +484,15 @@ impl Driver {
             let Some(event) = attempt.machine.poll_event() else {
                 return;
             };
-            self.on_event(event).await;
+            if let Some(rtc) = self.on_event(event) {
+                rtc.close().await;
+            }
         }
     }
 
-    async fn on_event(&mut self, event: LinkEvent) {
+    /// Acts on one of the link rules' events; an ended attempt's connection is returned, for
+    /// the caller to close.
+    fn on_event(&mut self, event: LinkEvent) -> Option<Arc<dyn RtcPeer>> {
         match event {
             LinkEvent::Opened => {
                 // A relayed link's id stays known: the gateway's ERRORs about its records
@@ -513,15 +510,16 @@ impl Driver {
             LinkEvent::Ended(end) => {
                 let error = end.call_error();
                 info!(peer = %self.remote, code = %error.code(), reason = %error, "link ended");
-                if let Some(attempt) = self.attempt.take() {
-                    self.core.links.offer_done(attempt.id);
-                    attempt.rtc.close().await;
-                }
+                let ended = self.attempt.take().map(|Attempt { id, rtc, .. }| {
+                    self.core.links.offer_done(id);
+                    rtc
+                });
                 self.negotiation.reset();
                 if end != LinkEnd::Replaced {
                     // A replaced attempt is followed at once by the new one.
                     self.status.send_replace(LinkStatus::Closed(error));
                 }
+                return ended;
             }
             LinkEvent::Call { id, event } => {
                 let done = matches!(event, CallEvent::Done(_));
@@ -561,11 +559,25 @@ impl Driver {
                 self.core.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
+        None
     }
 }
 
 fn setup_rtc(error: impl std::fmt::Display) -> CallError {
     CallError::Setup(SetupError::Rtc(error.to_string()))
+}
+
+/// The signed wire text of `transmit`, from this agent to `remote`.
+fn sign(core: &AgentCore, remote: Did, transmit: Transmit) -> Result<String, String> {
+    let mut envelope = Envelope::new(core.did, Some(remote), transmit.body, wall_now());
+    if let Some(id) = transmit.id {
+        envelope.id = id;
+    }
+    envelope.correlation_id = transmit.correlation;
+    envelope
+        .sign(&core.identity)
+        .map(|wire| wire.into_string())
+        .map_err(|error| error.to_string())
 }
 
 fn wall_now() -> ioap_protocol::Timestamp {

@@ -10,6 +10,6 @@ mod serving;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use events::{CallEvent, LinkEnd, LinkEvent, ServeRequest};
+pub(crate) use events::{CallEvent, LinkEnd, LinkEvent, ServeRequest, Transmit};
 pub(crate) use link::{CallSpec, LinkConfig, LinkMachine, PartStatus, ServeOutcome};
 pub(crate) use links::{LinkIndex, Route};

@@ -18,6 +18,7 @@ use super::{
 
 mod check;
 mod endpoint;
+mod lazy_srtp;
 mod servers;
 mod slot;
 mod stun;
@@ -72,10 +73,14 @@ enum Command {
     },
 }
 
+/// A queued [`Command`], boxed: tokio's queues allocate room for 32 items at a time, and an
+/// agent keeps its queue for as long as it has connections.
+type Queued = Box<Command>;
+
 /// Peer connections on str0m, all of an agent's on one UDP socket driven by one task.
 pub struct Str0mEngine {
     settings: RtcSettings,
-    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    commands: Mutex<Option<mpsc::Sender<Queued>>>,
 }
 
 impl std::fmt::Debug for Str0mEngine {
@@ -94,7 +99,7 @@ impl Str0mEngine {
     }
 
     /// The endpoint's command queue, starting its loop if it is not running.
-    fn endpoint(&self) -> Result<mpsc::Sender<Command>, RtcError> {
+    fn endpoint(&self) -> Result<mpsc::Sender<Queued>, RtcError> {
         let mut commands = self
             .commands
             .lock()
@@ -117,7 +122,7 @@ impl Str0mEngine {
         let (reply, answer) = oneshot::channel();
         let ice_servers = extra_ice_servers.to_vec();
         commands
-            .send(Command::NewPeer { ice_servers, reply })
+            .send(Box::new(Command::NewPeer { ice_servers, reply }))
             .await
             .map_err(|_| stopped())?;
         let (id, events) = answer.await.map_err(|_| stopped())??;
@@ -158,7 +163,7 @@ fn stopped() -> RtcError {
 /// A handle on one peer connection in the endpoint's loop; dropping it closes the connection.
 struct Str0mPeer {
     id: u64,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Queued>,
 }
 
 impl Str0mPeer {
@@ -168,7 +173,7 @@ impl Str0mPeer {
     ) -> Result<T, RtcError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(command(reply))
+            .send(Box::new(command(reply)))
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -178,7 +183,9 @@ impl Str0mPeer {
 impl Drop for Str0mPeer {
     fn drop(&mut self) {
         // A full queue: the loop still reaps the connection once its events go unheard.
-        let _ = self.commands.try_send(Command::Close { peer: self.id });
+        let _ = self
+            .commands
+            .try_send(Box::new(Command::Close { peer: self.id }));
     }
 }
 
@@ -219,7 +226,7 @@ impl RtcPeer for Str0mPeer {
     fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let peer = self.id;
         Box::pin(async move {
-            let _ = self.commands.send(Command::Close { peer }).await;
+            let _ = self.commands.send(Box::new(Command::Close { peer })).await;
         })
     }
 
@@ -228,7 +235,7 @@ impl RtcPeer for Str0mPeer {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
             self.commands
-                .send(Command::Path { peer, reply })
+                .send(Box::new(Command::Path { peer, reply }))
                 .await
                 .map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())

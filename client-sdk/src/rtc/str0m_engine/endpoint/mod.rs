@@ -18,9 +18,9 @@ mod schedule;
 use datagrams::{EARLY_WAIT, Early, RECEIVE_BUFFER, send};
 use schedule::{Schedule, wake_at};
 
-use super::Command;
 use super::servers::{ServerSpec, Servers};
 use super::slot::{Shared, Slot};
+use super::{Command, Queued};
 use crate::rtc::{CandidateKind, EVENT_BUFFER, IceServer, RtcError, RtcEvent, RtcSettings};
 
 /// A timer that fires this late means a busy runtime, not a quiet peer.
@@ -46,8 +46,8 @@ pub struct Endpoint {
     backlogged: BTreeSet<u64>,
     next_id: u64,
     early: VecDeque<Early>,
-    commands: mpsc::Receiver<Command>,
-    to_self: mpsc::WeakSender<Command>,
+    commands: mpsc::Receiver<Queued>,
+    to_self: mpsc::WeakSender<Queued>,
     out: Vec<Transmit>,
 }
 
@@ -56,8 +56,8 @@ impl Endpoint {
     /// candidates: every routable interface address on the socket's port.
     pub fn bind(
         settings: RtcSettings,
-        commands: mpsc::Receiver<Command>,
-        to_self: mpsc::WeakSender<Command>,
+        commands: mpsc::Receiver<Queued>,
+        to_self: mpsc::WeakSender<Queued>,
     ) -> Result<Endpoint, RtcError> {
         let shared = Shared::generate()?;
         let loopback_only = settings.loopback_only;
@@ -115,7 +115,7 @@ impl Endpoint {
             }
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(command) => self.on_command(command),
+                    Some(command) => self.on_command(*command),
                     None => break,
                 },
                 readable = self.socket.readable() => {
@@ -286,7 +286,9 @@ impl Endpoint {
                 Ok(Ok(mut addrs)) => addrs.find(SocketAddr::is_ipv4),
                 _ => None,
             };
-            let _ = to_self.send(Command::Resolved { server: spec, addr }).await;
+            let _ = to_self
+                .send(Box::new(Command::Resolved { server: spec, addr }))
+                .await;
         });
     }
 

@@ -63,7 +63,7 @@ pub struct Shared {
 impl Shared {
     /// The crypto provider str0m was built with and a new self-signed certificate.
     pub fn generate() -> Result<Shared, RtcError> {
-        let crypto = str0m::crypto::from_feature_flags();
+        let crypto = super::lazy_srtp::with_lazy_srtp(str0m::crypto::from_feature_flags());
         let certificate = crypto
             .dtls_provider
             .generate_certificate()
