@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::json::{JsonError, check_safe_f64, check_safe_u64, check_value_at};
 use crate::payload::{
-    Cancel, Challenge, Credit, ErrorPayload, ExecRequest, ExecResponse, Features, IceCandidate,
-    Intent, InvalidPayload, Ping, Register, Registered, RelayAccept, RelayClose, RelayData,
-    RelayOpen, SessionDescription, Unregister, Validate,
+    Cancel, Challenge, Chunk, Credit, ErrorPayload, ExecRequest, ExecResponse, Features,
+    IceCandidate, Intent, InvalidPayload, Ping, Register, Registered, RelayAccept, RelayClose,
+    RelayData, RelayOpen, SessionDescription, Unregister, Validate,
 };
 
 macro_rules! message_types {
@@ -84,6 +84,8 @@ message_types! {
     RelayData => "RELAY_DATA",
     /// Peer → peer via gateway (1.2): the sender ended a gateway-relayed link.
     RelayClose => "RELAY_CLOSE",
+    /// Peer → peer (1.4): one piece of a message larger than one envelope.
+    Chunk => "CHUNK",
 }
 
 /// A `type` string that names no message type.
@@ -161,6 +163,8 @@ pub enum Body {
     RelayData(RelayData),
     /// RELAY_CLOSE (1.2).
     RelayClose(RelayClose),
+    /// CHUNK (1.4).
+    Chunk(Chunk),
 }
 
 impl Body {
@@ -187,6 +191,7 @@ impl Body {
             Body::RelayAccept(_) => MessageType::RelayAccept,
             Body::RelayData(_) => MessageType::RelayData,
             Body::RelayClose(_) => MessageType::RelayClose,
+            Body::Chunk(_) => MessageType::Chunk,
         }
     }
 
@@ -214,6 +219,7 @@ impl Body {
             Body::RelayAccept(p) => to(p),
             Body::RelayData(p) => to(p),
             Body::RelayClose(p) => to(p),
+            Body::Chunk(p) => to(p),
         }
     }
 
@@ -257,6 +263,7 @@ impl Body {
             Body::RelayAccept(p) => p.validate(),
             Body::RelayData(p) => p.validate(),
             Body::RelayClose(p) => p.validate(),
+            Body::Chunk(p) => p.validate(),
             _ => Ok(()),
         }?;
         self.check_limits()
@@ -310,7 +317,8 @@ impl Body {
             | Body::Cancel(_)
             | Body::RelayOpen(_)
             | Body::RelayAccept(_)
-            | Body::RelayClose(_) => Ok(()),
+            | Body::RelayClose(_)
+            | Body::Chunk(_) => Ok(()),
         }
     }
 }
@@ -338,6 +346,7 @@ fn read<'de, D: Deserializer<'de>>(ty: MessageType, d: D) -> Result<Body, D::Err
         MessageType::RelayAccept => Body::RelayAccept(Deserialize::deserialize(d)?),
         MessageType::RelayData => Body::RelayData(Deserialize::deserialize(d)?),
         MessageType::RelayClose => Body::RelayClose(Deserialize::deserialize(d)?),
+        MessageType::Chunk => Body::Chunk(Deserialize::deserialize(d)?),
     })
 }
 

@@ -197,9 +197,10 @@ fn parsed<T, E: fmt::Display>(
 /// Decodes `bytes` into an envelope and its signature.
 pub(crate) fn decode(
     bytes: &[u8],
+    limit: usize,
     known: &dyn Fn(&str) -> Option<Did>,
 ) -> Result<(Envelope, Signature), DecodeError> {
-    let members = read_object(bytes)?;
+    let members = read_object(bytes, limit)?;
     let id = message_id(&members);
     let fail = |kind| DecodeError { kind, id };
     let head = read_head(&members, known).map_err(fail)?;
@@ -226,7 +227,7 @@ pub(crate) fn decode_header(
     bytes: &[u8],
     known: &dyn Fn(&str) -> Option<Did>,
 ) -> Result<Head, DecodeError> {
-    let members = read_object(bytes)?;
+    let members = read_object(bytes, MAX_ENVELOPE_BYTES)?;
     let id = message_id(&members);
     let fail = |kind| DecodeError { kind, id };
     let head = read_head(&members, known).map_err(fail)?;
@@ -248,12 +249,12 @@ pub(crate) fn decode_header(
 
 /// Reads the top-level object's members as raw JSON, refusing oversize frames, bad syntax and
 /// unknown or repeated members.
-fn read_object(bytes: &[u8]) -> Result<Members<'_>, DecodeError> {
+fn read_object(bytes: &[u8], limit: usize) -> Result<Members<'_>, DecodeError> {
     let without_id = |kind| DecodeError { kind, id: None };
-    if bytes.len() > MAX_ENVELOPE_BYTES {
+    if bytes.len() > limit {
         return Err(without_id(DecodeErrorKind::Json(JsonError::TooLarge {
             size: bytes.len(),
-            limit: MAX_ENVELOPE_BYTES,
+            limit,
         })));
     }
     let problem = Cell::new(None);

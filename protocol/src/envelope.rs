@@ -45,9 +45,17 @@ pub enum EncodeError {
         /// The envelope's `from`.
         from: String,
     },
-    /// The envelope breaks a rule of the spec (size, depth, integers, required fields).
+    /// The envelope breaks a rule of the spec (depth, integers, required fields).
     #[error("{0}")]
     Invalid(String),
+    /// The encoded envelope is larger than the limit (§8; §11.6 for CHUNKed messages).
+    #[error("encoded envelope is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// The encoded size in bytes.
+        size: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
 }
 
 /// A signed envelope and its wire form.
@@ -130,6 +138,8 @@ pub struct ReceivedEnvelope {
     envelope: Envelope,
     signature: Signature,
     received: Box<[u8]>,
+    /// The size limit it was decoded under (its canonical form is parsed under the same).
+    limit: usize,
 }
 
 impl Envelope {
@@ -185,6 +195,16 @@ impl Envelope {
 
     /// Checks the envelope against the spec, signs it and encodes it.
     pub fn sign(self, identity: &Identity) -> Result<SignedEnvelope, EncodeError> {
+        self.sign_up_to(identity, MAX_ENVELOPE_BYTES)
+    }
+
+    /// [`Envelope::sign`] with another size limit for the encoded envelope: a message that a
+    /// link carries in CHUNKs (PROTOCOL_DESIGN.md §11.6) may be larger than one envelope.
+    pub fn sign_up_to(
+        self,
+        identity: &Identity,
+        limit: usize,
+    ) -> Result<SignedEnvelope, EncodeError> {
         if identity.did() != self.from {
             return Err(EncodeError::WrongSigner {
                 signer: identity.did().to_string(),
@@ -208,11 +228,11 @@ impl Envelope {
             Value::String(signing::encode_signature(&signature)),
         );
         let json = serde_json::to_string(&object).expect("a Map always serializes");
-        if json.len() > MAX_ENVELOPE_BYTES {
-            return Err(EncodeError::Invalid(format!(
-                "encoded envelope is {} bytes; the limit is {MAX_ENVELOPE_BYTES}",
-                json.len()
-            )));
+        if json.len() > limit {
+            return Err(EncodeError::TooLarge {
+                size: json.len(),
+                limit,
+            });
         }
         Ok(SignedEnvelope {
             envelope: self,
@@ -306,11 +326,22 @@ impl ReceivedEnvelope {
         bytes: &[u8],
         known: impl Fn(&str) -> Option<Did>,
     ) -> Result<Self, DecodeError> {
-        let (envelope, signature) = crate::decode::decode(bytes, &known)?;
+        Self::decode_up_to(bytes, MAX_ENVELOPE_BYTES, known)
+    }
+
+    /// [`ReceivedEnvelope::decode_with`] with another size limit: a message reassembled from
+    /// CHUNKs (PROTOCOL_DESIGN.md §11.6).
+    pub fn decode_up_to(
+        bytes: &[u8],
+        limit: usize,
+        known: impl Fn(&str) -> Option<Did>,
+    ) -> Result<Self, DecodeError> {
+        let (envelope, signature) = crate::decode::decode(bytes, limit, &known)?;
         Ok(ReceivedEnvelope {
             envelope,
             signature,
             received: bytes.into(),
+            limit,
         })
     }
 
@@ -336,7 +367,7 @@ impl ReceivedEnvelope {
     /// `signature`).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         // The frame decoded once already, so it parses again under the same rules.
-        match json::parse_strict(&self.received) {
+        match json::parse_strict_up_to(&self.received, self.limit) {
             Ok(Value::Object(mut object)) => {
                 object.remove("signature");
                 signing::canonicalize_object(&object)

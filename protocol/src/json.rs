@@ -45,10 +45,15 @@ pub enum JsonError {
 
 /// Parses `bytes` as one JSON value under the ioap limits.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
-    if bytes.len() > MAX_ENVELOPE_BYTES {
+    parse_strict_up_to(bytes, MAX_ENVELOPE_BYTES)
+}
+
+/// [`parse_strict`] with another size limit (a message carried in CHUNKs, §11.6).
+pub fn parse_strict_up_to(bytes: &[u8], limit: usize) -> Result<Value, JsonError> {
+    if bytes.len() > limit {
         return Err(JsonError::TooLarge {
             size: bytes.len(),
-            limit: MAX_ENVELOPE_BYTES,
+            limit,
         });
     }
     let violation = Cell::new(None);

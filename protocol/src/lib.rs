@@ -11,6 +11,7 @@
 //! - [`signing`]: domain-separated Ed25519 over RFC 8785 canonical JSON.
 //! - [`handshake`]: the registration handshake as state machines.
 //! - [`replay`]: the replay window and `(from, id)` cache.
+//! - [`chunks`]: messages larger than one envelope, cut into CHUNKs and put back together.
 //! - [`codes`]: error codes and WebSocket close codes.
 //! - [`json`]: strict JSON parsing under the protocol's limits.
 //!
@@ -33,6 +34,7 @@
 //! ```
 
 pub mod body;
+pub mod chunks;
 pub mod codes;
 mod decode;
 pub mod did;

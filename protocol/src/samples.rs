@@ -9,7 +9,7 @@ use crate::envelope::Envelope;
 use crate::identity::Identity;
 use crate::message_id::MessageId;
 use crate::payload::{
-    Cancel, Capability, Challenge, Cost, Credit, ErrorPayload, ExecRequest, ExecResponse,
+    Cancel, Capability, Challenge, Chunk, Cost, Credit, ErrorPayload, ExecRequest, ExecResponse,
     ExecStatus, FEATURE_CANCEL, FEATURE_FLOW, Features, IceCandidate, Intent, IntentReply,
     IntentStatus, Ping, Register, Registered, RelayAccept, RelayClose, RelayData, RelayOpen,
     SessionDescription, Unregister,
@@ -162,6 +162,13 @@ pub fn example_body(ty: MessageType) -> Body {
         }),
         MessageType::RelayClose => Body::RelayClose(RelayClose {
             reason: Some("the agent closed".into()),
+        }),
+        MessageType::Chunk => Body::Chunk(Chunk {
+            message: MessageId::parse("9b2f3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d").expect("a v4 id"),
+            index: 0,
+            count: 228,
+            total_bytes: 10_486_133,
+            data: "eyJpZCI6IjliMmYzYzRkLTVlNmYtNGExYi04YzJkLTNlNGY1YTZiN2M4ZCIs".into(),
         }),
     }
 }

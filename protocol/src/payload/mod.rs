@@ -252,11 +252,13 @@ impl ErrorPayload {
     }
 }
 
+mod chunk;
 mod exec;
 mod intent;
 mod link;
 mod relay;
 
+pub use chunk::{Chunk, FEATURE_CHUNKS, MAX_CHUNK_BYTES, MAX_CHUNK_DATA_CHARS};
 pub use exec::{ExecRequest, ExecResponse, ExecStatus};
 pub use intent::{Cost, Intent, IntentQuery, IntentReply, IntentStatus, IntentTask};
 pub use link::{Cancel, Credit, FEATURE_CANCEL, FEATURE_FLOW, Features, MAX_FEATURES, MAX_WINDOW};
