@@ -2,38 +2,19 @@
 //! processes, a real gateway, real WebRTC links between processes. Also: a peer process
 //! killed mid-call is noticed within the heartbeat bound.
 
-use std::process::Stdio;
+mod serving;
+
+use serving::serve;
+
 use std::time::{Duration, Instant};
 
 use ioap_client::Agent;
 use ioap_gateway::{Gateway, GatewayConfig, RunningGateway};
-use ioap_protocol::{Did, ErrorCode};
+use ioap_protocol::ErrorCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// `ioap serve` in a child process, with the DID it printed.
-async fn serve(gateway: &RunningGateway) -> (Child, Did) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ioap"))
-        .args(["serve", "--gateway", &gateway.ws_url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ioap serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("ioap serve printed in time")
-        .expect("read")
-        .expect("a line");
-    let printed: Value = serde_json::from_str(&line).expect("JSON");
-    let did = Did::parse(printed["did"].as_str().expect("did")).expect("a did:key");
-    (child, did)
-}
 
 async fn ioap(args: &[&str]) -> (i32, Vec<Value>, String) {
     ioap_with_env(args, &[]).await
@@ -69,7 +50,7 @@ async fn gateway() -> RunningGateway {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_intent_and_agents_reach_a_serving_process() {
     let gateway = gateway().await;
-    let (mut server, did) = serve(&gateway).await;
+    let (mut server, did) = serve(&gateway, &[]).await;
     let url = gateway.ws_url();
     let did_text = did.to_string();
     let g = ["--gateway", url.as_str()];
@@ -150,7 +131,7 @@ async fn call_intent_and_agents_reach_a_serving_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_process_killed_mid_call_is_link_lost_within_the_heartbeat_bound() {
     let gateway = gateway().await;
-    let (mut server, did) = serve(&gateway).await;
+    let (mut server, did) = serve(&gateway, &[]).await;
     let agent = Agent::builder(gateway.ws_url())
         .connect()
         .await
@@ -203,7 +184,7 @@ async fn no_call_outlives_its_deadline_while_the_callee_is_frozen_and_the_link_i
     const DEADLINE: Duration = Duration::from_secs(2);
     const SLACK: Duration = Duration::from_millis(250);
     let gateway = gateway().await;
-    let (server, did) = serve(&gateway).await;
+    let (server, did) = serve(&gateway, &[]).await;
     let agent = Agent::builder(gateway.ws_url())
         .connect()
         .await

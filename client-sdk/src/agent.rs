@@ -144,6 +144,15 @@ impl AgentBuilder {
         self
     }
 
+    /// The largest message this agent sends or takes on a link, in bytes (default 16 MiB, at
+    /// least 64 KiB): EXEC arguments, results and parts and INTENTs over 64 KiB travel in
+    /// CHUNKs to peers that take them (PROTOCOL_DESIGN.md §11.6); larger ones are refused with
+    /// TOO_LARGE. Shorthand for [`LinkLimits::max_message_bytes`](crate::LinkLimits).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.links.limits = self.links.limits.max_message_bytes(bytes);
+        self
+    }
+
     /// When links may travel over the gateway instead of a direct WebRTC path
     /// ([`GatewayRelay`](crate::GatewayRelay); default: fallback when ICE finds no path).
     pub fn gateway_relay(mut self, mode: crate::GatewayRelay) -> Self {

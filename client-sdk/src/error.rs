@@ -46,6 +46,24 @@ pub enum CallError {
         /// Which bound.
         reason: String,
     },
+    /// A message of the call was larger than a side takes (PROTOCOL_DESIGN.md §11.6): our
+    /// request over our own maximum (or over 64 KiB to a peer that takes no larger messages),
+    /// or the peer's answer over ours. A callee's refusal of our request is
+    /// [`CallError::Remote`] with TOO_LARGE.
+    #[error("a message of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// The message's size in bytes (its signed envelope's text).
+        size: u64,
+        /// The limit it passed.
+        limit: u64,
+    },
+    /// The request breaks a rule of the protocol and was not sent (nesting deeper than 32,
+    /// an integer beyond 2^53 − 1: PROTOCOL_DESIGN.md §8).
+    #[error("the request cannot be sent: {reason}")]
+    Invalid {
+        /// The rule it breaks.
+        reason: String,
+    },
     /// The peer broke the protocol (a part beyond its credit, a part for a call that did not
     /// stream, a reply that does not parse).
     #[error("the peer broke the protocol: {reason}")]
@@ -121,6 +139,8 @@ impl CallError {
             CallError::Timeout | CallError::Cancelled => ErrorCode::Timeout,
             CallError::ShuttingDown => ErrorCode::ShuttingDown,
             CallError::Busy { .. } => ErrorCode::TooManyRequests,
+            CallError::TooLarge { .. } => ErrorCode::TooLarge,
+            CallError::Invalid { .. } => ErrorCode::MalformedMessage,
             CallError::Protocol { .. } => ErrorCode::MalformedMessage,
         }
     }

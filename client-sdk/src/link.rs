@@ -25,7 +25,14 @@ pub struct LinkLimits {
     /// Parts of one streamed call we hold unread before the callee must wait (1–1024,
     /// PROTOCOL_DESIGN.md §11.4).
     pub window: u32,
+    /// The largest message (a signed envelope's text) sent or taken on the link, in bytes; a
+    /// message over 64 KiB travels in CHUNKs to a peer that takes them (PROTOCOL_DESIGN.md
+    /// §11.6), and messages being reassembled on one link hold at most this much together.
+    pub max_message_bytes: usize,
 }
+
+/// The default [`LinkLimits::max_message_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for LinkLimits {
     fn default() -> Self {
@@ -33,6 +40,7 @@ impl Default for LinkLimits {
             max_calls: 256,
             max_serving: 64,
             window: 32,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -47,6 +55,12 @@ impl LinkLimits {
     /// Sets [`max_serving`](Self::max_serving).
     pub fn max_serving(mut self, requests: usize) -> Self {
         self.max_serving = requests;
+        self
+    }
+
+    /// Sets [`max_message_bytes`](Self::max_message_bytes), at least 64 KiB (one envelope).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes.max(ioap_protocol::json::MAX_ENVELOPE_BYTES);
         self
     }
 

@@ -1,6 +1,7 @@
 //! Verification of what arrives on a link (PROTOCOL_DESIGN.md §11.3): a plain function of the
 //! bytes, the two DIDs and a replay guard, so tests drive it without a data channel.
 
+use ioap_protocol::json::MAX_ENVELOPE_BYTES;
 use ioap_protocol::{Did, Envelope, ReceivedEnvelope, ReplayGuard, Timestamp};
 
 /// Why a message on a link was dropped.
@@ -47,9 +48,20 @@ impl PeerVerifier {
 
     /// Decodes and verifies one message; accepted messages are remembered for replay checks.
     pub fn check(&mut self, bytes: &[u8], now: Timestamp) -> Result<Envelope, Refusal> {
+        self.check_up_to(bytes, MAX_ENVELOPE_BYTES, now)
+    }
+
+    /// [`PeerVerifier::check`] of a message reassembled from CHUNKs, up to `limit` bytes
+    /// (PROTOCOL_DESIGN.md §11.6).
+    pub fn check_up_to(
+        &mut self,
+        bytes: &[u8],
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Envelope, Refusal> {
         let (remote, local) = (self.remote, self.local);
         let (remote_text, local_text) = (&self.remote_text, &self.local_text);
-        let received = ReceivedEnvelope::decode_with(bytes, |text| {
+        let received = ReceivedEnvelope::decode_up_to(bytes, limit, |text| {
             if text == remote_text {
                 Some(remote)
             } else if text == local_text {

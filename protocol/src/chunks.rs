@@ -17,24 +17,64 @@ pub const MAX_IN_PROGRESS: usize = 4;
 
 /// The CHUNK payloads that carry `text`, the signed envelope whose `id` is `message`: at least
 /// two pieces of at most [`MAX_CHUNK_BYTES`], of equal size but for the last. `text` has at
-/// least 2 bytes (links cut only envelopes over 64 KiB).
-pub fn cut(message: MessageId, text: &str) -> impl ExactSizeIterator<Item = Chunk> + '_ {
-    let bytes = text.as_bytes();
-    let count = bytes.len().div_ceil(MAX_CHUNK_BYTES).max(2);
-    let size = bytes.len().div_ceil(count).max(1);
-    let pieces: Vec<&[u8]> = bytes.chunks(size).collect();
-    let count = u32::try_from(pieces.len()).unwrap_or(u32::MAX);
-    let total_bytes = bytes.len() as u64;
-    pieces
-        .into_iter()
-        .enumerate()
-        .map(move |(index, piece)| Chunk {
+/// least 2 bytes (links cut only envelopes over 64 KiB). Each piece is encoded only when it is
+/// asked for, so cutting holds the text and one piece.
+#[derive(Debug)]
+pub struct Cutter {
+    message: MessageId,
+    text: String,
+    size: usize,
+    count: u32,
+    next: u32,
+}
+
+impl Cutter {
+    /// Cuts `text`, the envelope whose `id` is `message`.
+    pub fn new(message: MessageId, text: String) -> Self {
+        let len = text.len();
+        let pieces = len.div_ceil(MAX_CHUNK_BYTES).max(2);
+        let size = len.div_ceil(pieces).max(1);
+        let count = u32::try_from(len.div_ceil(size)).unwrap_or(u32::MAX);
+        Cutter {
             message,
-            index: u32::try_from(index).unwrap_or(u32::MAX),
+            text,
+            size,
             count,
-            total_bytes,
+            next: 0,
+        }
+    }
+
+    /// The carried envelope's id.
+    pub fn message(&self) -> MessageId {
+        self.message
+    }
+
+    /// Pieces not yet taken.
+    pub fn remaining(&self) -> u32 {
+        self.count - self.next
+    }
+}
+
+impl Iterator for Cutter {
+    type Item = Chunk;
+
+    fn next(&mut self) -> Option<Chunk> {
+        if self.next >= self.count {
+            return None;
+        }
+        let bytes = self.text.as_bytes();
+        let start = self.next as usize * self.size;
+        let piece = &bytes[start..(start + self.size).min(bytes.len())];
+        let chunk = Chunk {
+            message: self.message,
+            index: self.next,
+            count: self.count,
+            total_bytes: bytes.len() as u64,
             data: URL_SAFE_NO_PAD.encode(piece),
-        })
+        };
+        self.next += 1;
+        Some(chunk)
+    }
 }
 
 /// What became of one CHUNK.

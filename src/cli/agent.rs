@@ -48,6 +48,10 @@ pub struct AgentArgs {
     /// the webpki roots stay trusted).
     #[arg(long = "ca-cert", value_name = "FILE", env = "IOAP_CA_CERT")]
     pub ca_certs: Vec<PathBuf>,
+    /// The largest message sent or taken on a link, in bytes (at least 65536): arguments and
+    /// results over 64 KiB travel in pieces; larger ones are refused with TOO_LARGE.
+    #[arg(long, value_name = "BYTES", default_value_t = ioap_client::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
 }
 
 /// `--gateway-relay`.
@@ -96,7 +100,9 @@ impl AgentArgs {
         if let Some(engine) = self.engine {
             builder = builder.engine(engine);
         }
-        builder.gateway_relay(self.gateway_relay.into())
+        builder
+            .gateway_relay(self.gateway_relay.into())
+            .max_message_bytes(self.max_message_bytes)
     }
 
     /// Registers, or reports why not (`{"error":…}` on stdout, the cause on stderr).
@@ -143,7 +149,7 @@ pub struct CallArgs {
     pub did: String,
     /// The capability to run.
     pub capability: String,
-    /// Its arguments, as JSON.
+    /// Its arguments, as JSON; `@FILE` reads them from a file (`@-`: standard input).
     #[arg(default_value = "null")]
     pub args: String,
     /// Print partial results (one JSON line each) before the final one.
@@ -223,6 +229,22 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
 
 fn parse_did(text: &str) -> anyhow::Result<Did> {
     Did::parse(text).with_context(|| format!("{text:?} is not a did:key"))
+}
+
+/// A call's arguments: JSON text, or `@FILE` (as curl's `-d @FILE`), `@-` for standard input.
+fn read_args(text: &str) -> anyhow::Result<Value> {
+    let Some(path) = text.strip_prefix('@') else {
+        return parse_json(text, "the arguments");
+    };
+    let bytes = if path == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .context("reading the arguments from standard input")?;
+        bytes
+    } else {
+        std::fs::read(path).with_context(|| format!("reading the arguments from {path}"))?
+    };
+    serde_json::from_slice(&bytes).with_context(|| format!("the arguments in {path} are not JSON"))
 }
 
 fn parse_json(text: &str, what: &str) -> anyhow::Result<Value> {
@@ -312,7 +334,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// `ioap call`: one EXEC; the result (and parts, with `--stream`) as JSON lines.
 pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let did = parse_did(&args.did)?;
-    let call_args = parse_json(&args.args, "the arguments")?;
+    let call_args = read_args(&args.args)?;
     runtime()?.block_on(async {
         let agent = args.agent.connect(args.agent.builder()).await?;
         let peer = agent.peer(did);

@@ -18,16 +18,16 @@ use tracing::{debug, info};
 use crate::core::AgentCore;
 use crate::error::{CallError, SetupError};
 use crate::link::{Command, LinkHandle};
-use crate::machine::{
-    CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, PartStatus, Transmit,
-};
+use crate::machine::{CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, PartStatus};
 use crate::negotiation::{Negotiation, Step};
 use crate::relayed::Relayed;
 use crate::rtc::{Candidate, RtcEvent, RtcPeer, RtcState};
 use crate::serve::spawn_handler;
 use crate::table::{Claim, LinkStatus, NewLink};
 use crate::verify::PeerVerifier;
+use ioap_protocol::chunks::Reassembly;
 
+mod carry;
 mod relay;
 
 /// How a driver begins.
@@ -54,6 +54,10 @@ struct Attempt {
     path_found: bool,
     /// The attempt travels over the gateway relay (PROTOCOL_DESIGN.md §11.5).
     relayed: Option<Relayed>,
+    /// Our messages waiting behind a large one (PROTOCOL_DESIGN.md §11.6).
+    outbox: carry::Outbox,
+    /// The peer's large messages being put back together.
+    reassembly: Reassembly,
 }
 
 struct Driver {
@@ -79,6 +83,8 @@ enum Input {
     Timeout,
     /// The direct attempt took too long: fall back to the gateway relay.
     RelayNow,
+    /// The outbox holds a message (or the next piece of one) to send.
+    SendNext,
 }
 
 /// The link to `remote`: the live one, or a new one whose task starts now.
@@ -138,6 +144,7 @@ async fn run(core: Arc<AgentCore>, remote: Did, start: Start, new: NewLink) {
             break;
         };
         let timeout = attempt.machine.poll_timeout().map(Instant::from_std);
+        let sending = !attempt.outbox.is_empty();
         let input = tokio::select! {
             () = core.stop.cancelled() => Input::Stop,
             signal = signals.recv() => Input::Signal(signal),
@@ -145,6 +152,7 @@ async fn run(core: Arc<AgentCore>, remote: Did, start: Start, new: NewLink) {
             Some(command) = commands.recv() => Input::Command(*command),
             () = sleep_until(timeout) => Input::Timeout,
             () = sleep_until(relay_at) => Input::RelayNow,
+            () = std::future::ready(()), if sending => Input::SendNext,
         };
         let outcome = match input {
             Input::Stop | Input::Signal(None) => Err(LinkEnd::ShuttingDown),
@@ -163,6 +171,10 @@ async fn run(core: Arc<AgentCore>, remote: Did, start: Start, new: NewLink) {
                 Ok(())
             }
             Input::RelayNow => driver.start_relay().await,
+            Input::SendNext => {
+                driver.send_next().await;
+                Ok(())
+            }
         };
         if let Err(end) = outcome {
             driver.fail(end);
@@ -257,6 +269,8 @@ impl Driver {
             started: now(),
             path_found: false,
             relayed: None,
+            outbox: carry::Outbox::default(),
+            reassembly: Reassembly::new(self.core.settings.limits.max_message_bytes),
         });
         self.status.send_replace(LinkStatus::Connecting);
     }
@@ -379,7 +393,18 @@ impl Driver {
             RtcEvent::ChannelOpen => attempt.machine.handle_channel_open(now()),
             RtcEvent::PathFound => attempt.path_found = true,
             RtcEvent::Message(text) => match attempt.verifier.check(text.as_bytes(), wall_now()) {
-                Ok(envelope) => attempt.machine.handle_message(now(), envelope),
+                Ok(envelope) => {
+                    if let Body::Chunk(chunk) = &envelope.body {
+                        let limit = self.core.settings.limits.max_message_bytes;
+                        let correlation = envelope.correlation_id;
+                        if let Err(why) = carry::take_chunk(attempt, correlation, chunk, limit) {
+                            self.core.refusals.link_message();
+                            debug!(peer = %self.remote, why, "a large message dropped");
+                        }
+                    } else {
+                        attempt.machine.handle_message(now(), envelope);
+                    }
+                }
                 Err(refusal) => {
                     self.core.refusals.link_message();
                     debug!(peer = %self.remote, %refusal, "message on the link dropped");
@@ -463,6 +488,22 @@ impl Driver {
         Ok(())
     }
 
+    /// Puts the outbox's next message, or piece of one, on the channel.
+    async fn send_next(&mut self) {
+        let Some(attempt) = self.attempt.as_mut() else {
+            return;
+        };
+        let sent = match attempt.outbox.next_wire(&self.core, self.remote) {
+            Some(Ok(wire)) => attempt.rtc.send(wire).await.map_err(|e| e.to_string()),
+            Some(Err(error)) => Err(error),
+            None => Ok(()),
+        };
+        if let Err(error) = sent {
+            debug!(peer = %self.remote, %error, "send on the link failed");
+            attempt.machine.end(LinkEnd::Failed(lost(&error)));
+        }
+    }
+
     /// Sends what the machine queued and acts on its events.
     async fn flush(&mut self) {
         loop {
@@ -470,14 +511,16 @@ impl Driver {
                 return;
             };
             if let Some(transmit) = attempt.machine.poll_transmit() {
+                let limit = self.core.settings.limits.max_message_bytes;
                 // Only the wire text waits on the send: this future lives in every link's task.
-                let sent = match sign(&self.core, self.remote, transmit) {
-                    Ok(wire) => attempt.rtc.send(wire).await.map_err(|e| e.to_string()),
-                    Err(error) => Err(error),
-                };
-                if let Err(error) = sent {
+                if let carry::Send::Now(wire) =
+                    carry::prepare(attempt, &self.core, self.remote, transmit, limit)
+                    && let Err(error) = attempt.rtc.send(wire).await
+                {
                     debug!(peer = %self.remote, %error, "send on the link failed");
-                    attempt.machine.end(LinkEnd::Failed(lost(&error)));
+                    attempt
+                        .machine
+                        .end(LinkEnd::Failed(lost(&error.to_string())));
                 }
                 continue;
             }
@@ -565,19 +608,6 @@ impl Driver {
 
 fn setup_rtc(error: impl std::fmt::Display) -> CallError {
     CallError::Setup(SetupError::Rtc(error.to_string()))
-}
-
-/// The signed wire text of `transmit`, from this agent to `remote`.
-fn sign(core: &AgentCore, remote: Did, transmit: Transmit) -> Result<String, String> {
-    let mut envelope = Envelope::new(core.did, Some(remote), transmit.body, wall_now());
-    if let Some(id) = transmit.id {
-        envelope.id = id;
-    }
-    envelope.correlation_id = transmit.correlation;
-    envelope
-        .sign(&core.identity)
-        .map(|wire| wire.into_string())
-        .map_err(|error| error.to_string())
 }
 
 fn wall_now() -> ioap_protocol::Timestamp {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ioap_protocol::payload::{
     Cancel, Credit, ErrorPayload, ExecRequest, ExecResponse, ExecStatus, FEATURE_CANCEL,
-    FEATURE_FLOW, Features, Intent, IntentReply, MAX_EXEC_TIMEOUT_MS, Ping,
+    FEATURE_CHUNKS, FEATURE_FLOW, Features, Intent, IntentReply, MAX_EXEC_TIMEOUT_MS, Ping,
 };
 use ioap_protocol::{Body, Envelope, ErrorCode, MessageId};
 use serde_json::Value;
@@ -20,6 +20,10 @@ use super::calls::{CallKind, Flow, OutCall, OutCalls, PartCheck};
 use super::events::{CallEvent, LinkEnd, LinkEvent, ServeRequest, Transmit};
 use super::serving::{PartPlan, Served, ServedKind, ServedRequests};
 use crate::error::CallError;
+
+mod oversize;
+
+pub(crate) use oversize::{Unsent, UnsentCause};
 
 /// How long the callee serves an INTENT (callers wait as long by default).
 pub const INTENT_DEADLINE: Duration = Duration::from_secs(30);
@@ -98,6 +102,7 @@ enum State {
 struct PeerFeatures {
     flow: bool,
     cancel: bool,
+    chunks: bool,
 }
 
 /// One link's state.
@@ -209,7 +214,11 @@ impl LinkMachine {
         self.ping_out = Some((0, now));
         self.hello_sent = true;
         let features = Features {
-            features: vec![FEATURE_FLOW.into(), FEATURE_CANCEL.into()],
+            features: vec![
+                FEATURE_FLOW.into(),
+                FEATURE_CANCEL.into(),
+                FEATURE_CHUNKS.into(),
+            ],
         };
         self.send(Body::Features(features), None);
         self.send(Body::Ping(Ping { sequence: 0 }), None);
@@ -224,6 +233,7 @@ impl LinkMachine {
                     self.peer = PeerFeatures {
                         flow: features.has(FEATURE_FLOW),
                         cancel: features.has(FEATURE_CANCEL),
+                        chunks: features.has(FEATURE_CHUNKS),
                     };
                 }
                 Body::Ping(ping) => {

@@ -11,5 +11,7 @@ mod serving;
 mod tests;
 
 pub(crate) use events::{CallEvent, LinkEnd, LinkEvent, ServeRequest, Transmit};
-pub(crate) use link::{CallSpec, LinkConfig, LinkMachine, PartStatus, ServeOutcome};
+pub(crate) use link::{
+    CallSpec, LinkConfig, LinkMachine, PartStatus, ServeOutcome, Unsent, UnsentCause,
+};
 pub(crate) use links::{LinkIndex, Route};

@@ -14,6 +14,8 @@ use super::link::INTENT_DEADLINE;
 use super::*;
 use crate::error::{CallError, SetupError};
 
+mod oversize;
+
 const SECOND: Duration = Duration::from_secs(1);
 
 fn config() -> LinkConfig {

@@ -21,7 +21,7 @@ fn cut_and_reassembled_byte_for_byte() {
     ] {
         let message = MessageId::random();
         let original = text(len);
-        let chunks: Vec<Chunk> = cut(message, &original).collect();
+        let chunks: Vec<Chunk> = Cutter::new(message, original.clone()).collect();
         assert!(chunks.len() >= 2);
         for chunk in &chunks {
             use crate::payload::Validate;
@@ -39,7 +39,7 @@ fn cut_and_reassembled_byte_for_byte() {
 
 #[test]
 fn over_the_limit_is_refused_at_the_first_piece_and_nothing_is_held() {
-    let chunks: Vec<Chunk> = cut(MessageId::random(), &text(5 * MAX_CHUNK_BYTES)).collect();
+    let chunks: Vec<Chunk> = Cutter::new(MessageId::random(), text(5 * MAX_CHUNK_BYTES)).collect();
     let mut reassembly = Reassembly::new(4 * MAX_CHUNK_BYTES);
     assert_eq!(
         reassembly.accept(&chunks[0]),
@@ -56,8 +56,8 @@ fn over_the_limit_is_refused_at_the_first_piece_and_nothing_is_held() {
 fn messages_under_way_together_stay_within_the_limit() {
     let limit = 4 * MAX_CHUNK_BYTES;
     let mut reassembly = Reassembly::new(limit);
-    let first: Vec<Chunk> = cut(MessageId::random(), &text(3 * MAX_CHUNK_BYTES)).collect();
-    let second: Vec<Chunk> = cut(MessageId::random(), &text(2 * MAX_CHUNK_BYTES)).collect();
+    let first: Vec<Chunk> = Cutter::new(MessageId::random(), text(3 * MAX_CHUNK_BYTES)).collect();
+    let second: Vec<Chunk> = Cutter::new(MessageId::random(), text(2 * MAX_CHUNK_BYTES)).collect();
     assert_eq!(reassembly.accept(&first[0]), Reassembled::Pending);
     assert_eq!(
         reassembly.accept(&second[0]),
@@ -66,7 +66,7 @@ fn messages_under_way_together_stay_within_the_limit() {
     let rest = feed(&mut reassembly, &first[1..]);
     assert!(matches!(rest.last(), Some(Reassembled::Complete(_))));
     // Once the first is done, a new message of the same size fits again.
-    let third: Vec<Chunk> = cut(MessageId::random(), &text(2 * MAX_CHUNK_BYTES)).collect();
+    let third: Vec<Chunk> = Cutter::new(MessageId::random(), text(2 * MAX_CHUNK_BYTES)).collect();
     assert_eq!(reassembly.accept(&third[0]), Reassembled::Pending);
 }
 
@@ -74,10 +74,10 @@ fn messages_under_way_together_stay_within_the_limit() {
 fn at_most_four_messages_at_once() {
     let mut reassembly = Reassembly::new(usize::MAX / 2);
     for _ in 0..MAX_IN_PROGRESS {
-        let chunks: Vec<Chunk> = cut(MessageId::random(), &text(100)).collect();
+        let chunks: Vec<Chunk> = Cutter::new(MessageId::random(), text(100)).collect();
         assert_eq!(reassembly.accept(&chunks[0]), Reassembled::Pending);
     }
-    let chunks: Vec<Chunk> = cut(MessageId::random(), &text(100)).collect();
+    let chunks: Vec<Chunk> = Cutter::new(MessageId::random(), text(100)).collect();
     assert_eq!(
         reassembly.accept(&chunks[0]),
         Reassembled::Refused(ErrorCode::TooManyRequests)
@@ -88,7 +88,7 @@ fn at_most_four_messages_at_once() {
 #[test]
 fn broken_sequences_drop_the_message() {
     let message = MessageId::random();
-    let chunks: Vec<Chunk> = cut(message, &text(4 * MAX_CHUNK_BYTES)).collect();
+    let chunks: Vec<Chunk> = Cutter::new(message, text(4 * MAX_CHUNK_BYTES)).collect();
     let limit = 8 * MAX_CHUNK_BYTES;
 
     let mut skipped = Reassembly::new(limit);
@@ -151,8 +151,8 @@ fn broken_sequences_drop_the_message() {
 #[test]
 fn interleaved_messages_reassemble_apart() {
     let (a, b) = (text(3 * MAX_CHUNK_BYTES), text(2 * MAX_CHUNK_BYTES + 5));
-    let ca: Vec<Chunk> = cut(MessageId::random(), &a).collect();
-    let cb: Vec<Chunk> = cut(MessageId::random(), &b).collect();
+    let ca: Vec<Chunk> = Cutter::new(MessageId::random(), a.clone()).collect();
+    let cb: Vec<Chunk> = Cutter::new(MessageId::random(), b.clone()).collect();
     let mut reassembly = Reassembly::new(8 * MAX_CHUNK_BYTES);
     let mut done = Vec::new();
     let longest = ca.len().max(cb.len());

@@ -1,0 +1,98 @@
+//! Messages larger than one envelope over real WebRTC (PROTOCOL_DESIGN.md §11.6): streamed
+//! parts and results of several MiB, and a result over the caller's own maximum.
+
+mod support;
+
+use ioap_client::{Agent, CallError, CapabilityHandler, StreamItem};
+use ioap_protocol::Identity;
+use serde_json::{Value, json};
+use support::{agent, builder, gateway, within};
+
+/// `blob` returns a string of `args` bytes; `parts` streams three of `args` bytes each.
+fn handlers() -> Vec<CapabilityHandler> {
+    let blob = CapabilityHandler::new("blob", |args: Value| async move {
+        let len = args.as_u64().unwrap_or(0) as usize;
+        Ok(json!("x".repeat(len)))
+    });
+    let parts = CapabilityHandler::streaming("parts", |args: Value, parts| async move {
+        let len = args.as_u64().unwrap_or(0) as usize;
+        for i in 0..3u8 {
+            let fill = char::from(b'a' + i).to_string().repeat(len);
+            parts.send(json!(fill)).await;
+        }
+        Ok(json!("done"))
+    });
+    vec![blob, parts]
+}
+
+async fn callee(url: &str) -> Agent {
+    builder(url, Identity::generate().expect("rng"))
+        .capabilities(handlers())
+        .connect()
+        .await
+        .expect("callee")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_and_large_streamed_parts_arrive_whole_and_in_order() {
+    let gateway = gateway().await;
+    let url = gateway.ws_url();
+    let callee = callee(&url).await;
+    let caller = agent(&url).await;
+    let peer = caller.peer(callee.did());
+
+    let result = within(peer.exec("blob", json!(3 * 1024 * 1024)))
+        .await
+        .expect("3 MiB");
+    assert_eq!(result.as_str().map(str::len), Some(3 * 1024 * 1024));
+
+    let mut stream = within(peer.exec_stream("parts", json!(200 * 1024)))
+        .await
+        .expect("stream");
+    let mut parts = Vec::new();
+    let mut last = None;
+    while let Some(item) = within(stream.next()).await {
+        match item.expect("item") {
+            StreamItem::Partial(part) => parts.push(part),
+            StreamItem::Final(value) => last = Some(value),
+            _ => {}
+        }
+    }
+    let firsts: Vec<char> = parts
+        .iter()
+        .map(|p| p.as_str().and_then(|s| s.chars().next()).unwrap_or('?'))
+        .collect();
+    assert_eq!(firsts, ['a', 'b', 'c'], "every part, in order");
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.as_str().map(str::len) == Some(200 * 1024))
+    );
+    assert_eq!(last, Some(json!("done")));
+    caller.close().await;
+    callee.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_callers_maximum_is_refused_by_the_caller() {
+    let gateway = gateway().await;
+    let url = gateway.ws_url();
+    let callee = callee(&url).await;
+    let caller = builder(&url, Identity::generate().expect("rng"))
+        .max_message_bytes(1024 * 1024)
+        .connect()
+        .await
+        .expect("caller");
+    let peer = caller.peer(callee.did());
+    let error = within(peer.exec("blob", json!(4 * 1024 * 1024)))
+        .await
+        .expect_err("4 MiB is over the caller's 1 MiB");
+    assert!(matches!(error, CallError::TooLarge { .. }), "{error:?}");
+    // The link stays, and what fits still comes.
+    let fits = within(peer.exec("blob", json!(512 * 1024)))
+        .await
+        .expect("512 KiB");
+    assert_eq!(fits.as_str().map(str::len), Some(512 * 1024));
+    caller.close().await;
+    callee.close().await;
+}
