@@ -1,6 +1,7 @@
-//! Link benchmark, per WebRTC engine (each in a process of its own): link setup (OFFER sent → channel open and the peer's
-//! signed PING verified), EXEC round trip and calls/s on one link, RSS per open link and the
-//! CPU an idle link costs. Everything in this process on loopback UDP, with an embedded
+//! Link benchmark, per WebRTC engine (each in a process of its own): link setup (OFFER sent
+//! → channel open and the peer's signed PING verified), EXEC round trip and calls/s on one
+//! link, a large echo's throughput (CHUNKs, PROTOCOL_DESIGN.md §11.6), RSS per open link and
+//! the CPU an idle link costs. Everything in this process on loopback UDP, with an embedded
 //! gateway. Run: `cargo bench --bench link`.
 //!
 //! Settings (environment): `IOAP_LINK_BENCH_ENGINES` (comma-separated, default
@@ -9,7 +10,9 @@
 //! `IOAP_LINK_BENCH_PARALLEL` (calls in flight for calls/s, default 64),
 //! `IOAP_LINK_BENCH_LINKS` (links held open for the memory and idle figures, default 200),
 //! `IOAP_LINK_BENCH_IDLE_S` (seconds they are held idle, default 10),
-//! `IOAP_LINK_BENCH_HEARTBEAT_MS` (the WebRTC links' heartbeat interval; default the SDK's).
+//! `IOAP_LINK_BENCH_HEARTBEAT_MS` (the WebRTC links' heartbeat interval; default the SDK's),
+//! `IOAP_LINK_BENCH_LARGE_MIB` / `IOAP_LINK_BENCH_LARGE_ROUNDS` (the large echo: its size,
+//! default 8 MiB, and how many times, default 5).
 
 use std::time::{Duration, Instant};
 
@@ -233,6 +236,24 @@ async fn run(bench: &Bench) -> anyhow::Result<()> {
     println!(
         "{engine:<9} {:<28} {rate:.0} calls/s ({parallel} in flight, {total} calls)",
         "EXEC throughput"
+    );
+    // A large echo on the same link: the payload goes out in CHUNKs and comes back the same way.
+    let large = env_or("IOAP_LINK_BENCH_LARGE_MIB", 8) * 1024 * 1024;
+    let rounds = env_or("IOAP_LINK_BENCH_LARGE_ROUNDS", 5);
+    let blob = json!("x".repeat(large));
+    peer.exec("echo", json!("warm")).await?;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let echoed = peer.exec("echo", blob.clone()).await?;
+        anyhow::ensure!(echoed == blob, "the large echo came back different");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{engine:<9} {:<28} {:.0} MB/s each way ({} MiB echoed {rounds} times, {:.0} ms each)",
+        "large echo",
+        (large * rounds) as f64 / seconds / 1e6,
+        large / (1024 * 1024),
+        seconds * 1e3 / rounds as f64
     );
     callee.close().await;
     caller.close().await;

@@ -210,7 +210,8 @@ impl Reassembly {
             }
             return Reassembled::Refused(code);
         }
-        let mut bytes = Vec::new();
+        // The whole message fits the limit: room for it at once, rather than doubling to it.
+        let mut bytes = Vec::with_capacity(usize::try_from(chunk.total_bytes).unwrap_or(0));
         if let Err(why) = append(&mut bytes, chunk.total_bytes, &chunk.data) {
             return Reassembled::Malformed(why);
         }

@@ -27,6 +27,8 @@ use crate::rtc::{CandidateKind, EVENT_BUFFER, IceServer, RtcError, RtcEvent, Rtc
 const LATE: Duration = Duration::from_millis(100);
 /// How often a link that does not keep up with its events is offered them again.
 const BACKLOG_RETRY: Duration = Duration::from_millis(5);
+/// The receive buffer asked for the engine's socket.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 /// The loop's state.
 pub struct Endpoint {
@@ -69,6 +71,12 @@ impl Endpoint {
         let std_socket = std::net::UdpSocket::bind((bind_ip, 0)).map_err(RtcError::new)?;
         std_socket.set_nonblocking(true).map_err(RtcError::new)?;
         let udp = quinn_udp::UdpSocketState::new((&std_socket).into()).map_err(RtcError::new)?;
+        // Every link of the agent shares this socket, and a burst of a large message's pieces
+        // overflows the default (≈ 208 KiB) receive buffer; each datagram lost there costs the
+        // link a retransmission. Best effort: the kernel caps it at net.core.rmem_max.
+        if let Err(e) = udp.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER) {
+            tracing::debug!(error = %e, "the engine's receive buffer stays at its default");
+        }
         let port = std_socket.local_addr().map_err(RtcError::new)?.port();
         let socket = tokio::net::UdpSocket::from_std(std_socket).map_err(RtcError::new)?;
         let with_loopback = loopback_only || settings.loopback_candidates.unwrap_or(false);
