@@ -64,6 +64,7 @@ pub use gateway::{
 };
 pub use handlers::{BoxFuture, CapabilityHandler, ExecCall, ExecError, ExecResult, Parts};
 pub use ioap_protocol::payload::{Intent, IntentQuery, IntentReply, IntentStatus, IntentTask};
+pub use ioap_protocol::receipt::{Receipt, ReceiptError, VerifiedReceipt};
 pub use ioap_protocol::{Did, ErrorCode, Identity};
 pub use link::{DEFAULT_MAX_MESSAGE_BYTES, LinkLimits};
 pub use peer::{ExecStream, Peer, StreamItem};

@@ -80,6 +80,8 @@ pub(crate) enum Command {
         spec: CallSpec,
         deadline: Instant,
         events: mpsc::UnboundedSender<CallEvent>,
+        /// Keep the signed request and answer for a receipt.
+        receipt: bool,
     },
     /// The caller read `parts` parts of call `id`.
     Consumed { id: MessageId, parts: u32 },

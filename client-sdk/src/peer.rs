@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use ioap_protocol::payload::{Intent, IntentReply};
+use ioap_protocol::receipt::Receipt;
 use ioap_protocol::{Did, MessageId};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -170,6 +171,29 @@ impl Peer {
         call.final_value().await
     }
 
+    /// [`exec_with_timeout`](Self::exec_with_timeout), keeping the signed request and the
+    /// callee's signed answer as a [`Receipt`] that anyone can verify later with the two DIDs
+    /// alone ([`Receipt::verify`]; PROTOCOL_DESIGN.md §11.7).
+    pub async fn exec_with_receipt(
+        &self,
+        capability: &str,
+        args: Value,
+        timeout: Duration,
+    ) -> Result<(Value, Receipt), CallError> {
+        let spec = CallSpec::Exec {
+            capability: capability.to_owned(),
+            args,
+            stream: false,
+        };
+        let mut call = self.start(spec, self.deadline(timeout), true).await?;
+        let value = call.final_value().await?;
+        let receipt = call
+            .receipt
+            .take()
+            .ok_or_else(|| CallError::protocol("the answer came without its signed text"))?;
+        Ok((value, *receipt))
+    }
+
     /// Runs a streaming `capability`: partial results, then the final one, with the default
     /// call timeout for the whole call.
     pub async fn exec_stream(
@@ -203,10 +227,15 @@ impl Peer {
             args,
             stream,
         };
-        self.start(spec, self.deadline(timeout)).await
+        self.start(spec, self.deadline(timeout), false).await
     }
 
-    async fn start(&self, spec: CallSpec, deadline: Instant) -> Result<ExecStream, CallError> {
+    async fn start(
+        &self,
+        spec: CallSpec,
+        deadline: Instant,
+        receipt: bool,
+    ) -> Result<ExecStream, CallError> {
         let link = self.link(deadline).await?;
         let id = MessageId::random();
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -215,6 +244,7 @@ impl Peer {
             spec,
             deadline: deadline.into_std(),
             events: events_tx,
+            receipt,
         };
         if !link.send(command) {
             return Err(CallError::lost("the link ended"));
@@ -227,6 +257,7 @@ impl Peer {
             },
             events,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            receipt: None,
         })
     }
 
@@ -240,7 +271,7 @@ impl Peer {
         }
         let deadline = self.deadline(self.core.settings.call_timeout);
         let reply = self
-            .start(CallSpec::Intent(intent), deadline)
+            .start(CallSpec::Intent(intent), deadline, false)
             .await?
             .final_value()
             .await?;
@@ -325,6 +356,7 @@ pub struct ExecStream {
     call: CallGuard,
     events: mpsc::UnboundedReceiver<CallEvent>,
     deadline: Pin<Box<Sleep>>,
+    receipt: Option<Box<Receipt>>,
 }
 
 impl std::fmt::Debug for ExecStream {
@@ -363,25 +395,30 @@ impl Stream for ExecStream {
         if self.call.done {
             return Poll::Ready(None);
         }
-        let item = match self.events.poll_recv(cx) {
-            Poll::Ready(Some(CallEvent::Part(part))) => {
-                let id = self.call.id;
-                self.call.link.send(Command::Consumed { id, parts: 1 });
-                return Poll::Ready(Some(Ok(StreamItem::Partial(part))));
-            }
-            Poll::Ready(Some(CallEvent::Done(Ok(value)))) => Ok(StreamItem::Final(value)),
-            Poll::Ready(Some(CallEvent::Done(Err(error)))) => Err(error),
-            Poll::Ready(None) => Err(CallError::lost("the link's task ended")),
-            // The machine ends the call at its deadline; this is the backstop should the
-            // link's task be slow to say so.
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    let item = Err(CallError::Timeout);
-                    self.call.cancel();
-                    return Poll::Ready(Some(item));
+        let item = loop {
+            match self.events.poll_recv(cx) {
+                Poll::Ready(Some(CallEvent::Receipt(receipt))) => self.receipt = Some(receipt),
+                Poll::Ready(Some(CallEvent::Part(part))) => {
+                    let id = self.call.id;
+                    self.call.link.send(Command::Consumed { id, parts: 1 });
+                    return Poll::Ready(Some(Ok(StreamItem::Partial(part))));
                 }
-                Poll::Pending => return Poll::Pending,
-            },
+                Poll::Ready(Some(CallEvent::Done(Ok(value)))) => {
+                    break Ok(StreamItem::Final(value));
+                }
+                Poll::Ready(Some(CallEvent::Done(Err(error)))) => break Err(error),
+                Poll::Ready(None) => break Err(CallError::lost("the link's task ended")),
+                // The machine ends the call at its deadline; this is the backstop should the
+                // link's task be slow to say so.
+                Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        let item = Err(CallError::Timeout);
+                        self.call.cancel();
+                        return Poll::Ready(Some(item));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
         };
         self.call.done = true;
         Poll::Ready(Some(item))

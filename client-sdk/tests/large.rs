@@ -96,3 +96,25 @@ async fn a_result_over_the_callers_maximum_is_refused_by_the_caller() {
     caller.close().await;
     callee.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_in_pieces_still_makes_a_receipt_that_verifies() {
+    let gateway = gateway().await;
+    let url = gateway.ws_url();
+    let callee = callee(&url).await;
+    let caller = agent(&url).await;
+    let peer = caller.peer(callee.did());
+    let (value, receipt) = within(peer.exec_with_receipt(
+        "blob",
+        json!(300 * 1024),
+        std::time::Duration::from_secs(20),
+    ))
+    .await
+    .expect("a receipt");
+    assert_eq!(value.as_str().map(str::len), Some(300 * 1024));
+    let proof = receipt.verify().expect("the receipt verifies");
+    assert_eq!((proof.caller, proof.callee), (caller.did(), callee.did()));
+    assert_eq!(proof.result, Some(value));
+    caller.close().await;
+    callee.close().await;
+}

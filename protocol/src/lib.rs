@@ -11,6 +11,7 @@
 //! - [`signing`]: domain-separated Ed25519 over RFC 8785 canonical JSON.
 //! - [`handshake`]: the registration handshake as state machines.
 //! - [`replay`]: the replay window and `(from, id)` cache.
+//! - [`receipt`]: a request and its signed answer, verifiable later by anyone.
 //! - [`chunks`]: messages larger than one envelope, cut into CHUNKs and put back together.
 //! - [`codes`]: error codes and WebSocket close codes.
 //! - [`json`]: strict JSON parsing under the protocol's limits.
@@ -45,6 +46,7 @@ pub mod identity;
 pub mod json;
 pub mod message_id;
 pub mod payload;
+pub mod receipt;
 pub mod relay;
 pub mod replay;
 #[cfg(any(test, feature = "samples"))]

@@ -153,8 +153,12 @@ pub struct CallArgs {
     #[arg(default_value = "null")]
     pub args: String,
     /// Print partial results (one JSON line each) before the final one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "receipt")]
     pub stream: bool,
+    /// Keep the signed request and the callee's signed answer in this file, a receipt anyone
+    /// can check later with `ioap receipt verify FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub receipt: Option<PathBuf>,
     /// How long to wait for the final result, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub timeout: u64,
@@ -220,7 +224,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{value}")?;
     out.flush()?;
@@ -275,7 +279,7 @@ impl std::fmt::Display for Reported {
 impl std::error::Error for Reported {}
 
 /// Prints `{"error":{"code","message"}}` on stdout and the message on stderr.
-fn report_error(code: &str, message: &str) -> anyhow::Result<()> {
+pub(super) fn report_error(code: &str, message: &str) -> anyhow::Result<()> {
     print_json(&json!({"error": {"code": code, "message": message}}))?;
     eprintln!("error: {message}");
     Ok(())
@@ -351,6 +355,19 @@ pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         let called = std::time::Instant::now();
         let outcome = if args.stream {
             stream(&peer, &args.capability, call_args, timeout).await?
+        } else if let Some(path) = &args.receipt {
+            match peer
+                .exec_with_receipt(&args.capability, call_args, timeout)
+                .await
+            {
+                Ok((value, receipt)) => {
+                    let text = serde_json::to_vec(&receipt).context("encoding the receipt")?;
+                    std::fs::write(path, text)
+                        .with_context(|| format!("writing the receipt to {}", path.display()))?;
+                    Ok(value)
+                }
+                Err(error) => Err(error),
+            }
         } else {
             peer.exec_with_timeout(&args.capability, call_args, timeout)
                 .await

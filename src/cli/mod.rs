@@ -4,6 +4,7 @@
 mod agent;
 mod id;
 mod loadtest;
+mod receipt;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,9 @@ pub enum Command {
     Call(agent::CallArgs),
     /// Send an INTENT query to an agent; prints its reply as JSON.
     Intent(agent::IntentArgs),
+    /// Check receipts kept by `ioap call --receipt`.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// Load a gateway with many real agents, WebRTC links, calls and relayed signaling;
     /// prints a report (exit status 1 when any phase had failures).
     Loadtest(loadtest::LoadtestArgs),
@@ -61,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => agent::serve(args),
         Command::Call(args) => agent::call(args),
         Command::Intent(args) => agent::intent(args),
+        Command::Receipt(command) => receipt::run(command),
         Command::Loadtest(args) => loadtest::loadtest(args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

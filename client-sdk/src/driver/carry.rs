@@ -10,6 +10,7 @@ use ioap_protocol::payload::Chunk;
 use ioap_protocol::{Body, Did, Envelope, MessageId, MessageType};
 use tracing::debug;
 
+use super::receipts::Receipts;
 use super::{Attempt, now, wall_now};
 use crate::core::AgentCore;
 use crate::machine::{Transmit, Unsent, UnsentCause};
@@ -96,6 +97,7 @@ pub(super) fn prepare(
     remote: Did,
     transmit: Transmit,
     limit: usize,
+    receipts: &mut Receipts,
 ) -> Send {
     let (ty, id, correlation) = (
         transmit.body.message_type(),
@@ -134,6 +136,7 @@ pub(super) fn prepare(
         }
         Err(error) => return refuse(attempt, UnsentCause::Invalid(error.to_string())),
     };
+    receipts.sent(message, &text);
     if text.len() > MAX_ENVELOPE_BYTES {
         let cutter = Cutter::new(message, text);
         attempt.outbox.queue.push_back(Outgoing::Cut {
@@ -157,6 +160,7 @@ pub(super) fn take_chunk(
     correlation: Option<MessageId>,
     chunk: &Chunk,
     limit: usize,
+    receipts: &mut Receipts,
 ) -> Result<(), &'static str> {
     attempt.machine.heard(now());
     match attempt.reassembly.accept(chunk) {
@@ -185,6 +189,7 @@ pub(super) fn take_chunk(
             if envelope.id != chunk.message || !carried {
                 return Err("the reassembled message is not the one announced");
             }
+            receipts.received(&envelope, &bytes);
             attempt.machine.handle_message(now(), envelope);
             Ok(())
         }

@@ -28,6 +28,7 @@ use crate::verify::PeerVerifier;
 use ioap_protocol::chunks::Reassembly;
 
 mod carry;
+mod receipts;
 mod relay;
 
 /// How a driver begins.
@@ -73,6 +74,8 @@ struct Driver {
     serving: HashMap<MessageId, AbortHandle>,
     /// Handlers waiting for credit to send a part.
     waiting_parts: HashMap<MessageId, oneshot::Sender<bool>>,
+    /// The signed texts kept for calls that asked for a receipt.
+    receipts: receipts::Receipts,
 }
 
 enum Input {
@@ -129,6 +132,7 @@ async fn run(core: Arc<AgentCore>, remote: Did, start: Start, new: NewLink) {
         calls: HashMap::new(),
         serving: HashMap::new(),
         waiting_parts: HashMap::new(),
+        receipts: receipts::Receipts::default(),
     };
     let started = match start {
         Start::Dial => driver.dial().await.map_err(LinkEnd::Failed),
@@ -397,11 +401,15 @@ impl Driver {
                     if let Body::Chunk(chunk) = &envelope.body {
                         let limit = self.core.settings.limits.max_message_bytes;
                         let correlation = envelope.correlation_id;
-                        if let Err(why) = carry::take_chunk(attempt, correlation, chunk, limit) {
+                        let receipts = &mut self.receipts;
+                        if let Err(why) =
+                            carry::take_chunk(attempt, correlation, chunk, limit, receipts)
+                        {
                             self.core.refusals.link_message();
                             debug!(peer = %self.remote, why, "a large message dropped");
                         }
                     } else {
+                        self.receipts.received(&envelope, text.as_bytes());
                         attempt.machine.handle_message(now(), envelope);
                     }
                 }
@@ -442,9 +450,13 @@ impl Driver {
                 spec,
                 deadline,
                 events,
+                receipt,
             } => match machine.start_call(now(), id, spec, deadline) {
                 Ok(()) => {
                     self.calls.insert(id, events);
+                    if receipt {
+                        self.receipts.want(id);
+                    }
                 }
                 Err(error) => {
                     let _ = events.send(CallEvent::Done(Err(error)));
@@ -453,6 +465,7 @@ impl Driver {
             Command::Consumed { id, parts } => machine.consume(id, parts),
             Command::Cancel { id } => {
                 self.calls.remove(&id);
+                self.receipts.forget(id);
                 machine.cancel_call(id);
             }
             Command::Part { id, part, sent } => match machine.serve_part(now(), id, part) {
@@ -513,8 +526,9 @@ impl Driver {
             if let Some(transmit) = attempt.machine.poll_transmit() {
                 let limit = self.core.settings.limits.max_message_bytes;
                 // Only the wire text waits on the send: this future lives in every link's task.
+                let receipts = &mut self.receipts;
                 if let carry::Send::Now(wire) =
-                    carry::prepare(attempt, &self.core, self.remote, transmit, limit)
+                    carry::prepare(attempt, &self.core, self.remote, transmit, limit, receipts)
                     && let Err(error) = attempt.rtc.send(wire).await
                 {
                     debug!(peer = %self.remote, %error, "send on the link failed");
@@ -566,6 +580,12 @@ impl Driver {
             }
             LinkEvent::Call { id, event } => {
                 let done = matches!(event, CallEvent::Done(_));
+                if done
+                    && let Some(receipt) = self.receipts.take(id)
+                    && let Some(events) = self.calls.get(&id)
+                {
+                    let _ = events.send(CallEvent::Receipt(Box::new(receipt)));
+                }
                 let delivered = self
                     .calls
                     .get(&id)

@@ -24,6 +24,8 @@ pub(crate) enum CallEvent {
     Part(Value),
     /// The final outcome; nothing follows.
     Done(Result<Value, CallError>),
+    /// Just before `Done`, for a call that asked for one: the signed request and answer.
+    Receipt(Box<ioap_protocol::receipt::Receipt>),
 }
 
 /// A request from the peer for a handler.
