@@ -118,3 +118,25 @@ async fn a_large_answer_in_pieces_still_makes_a_receipt_that_verifies() {
     caller.close().await;
     callee.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_crosses_the_gateway_relay_too() {
+    let gateway = gateway().await;
+    let url = gateway.ws_url();
+    let callee = callee(&url).await;
+    let caller = builder(&url, Identity::generate().expect("rng"))
+        .gateway_relay(ioap_client::GatewayRelay::Always)
+        .connect()
+        .await
+        .expect("caller");
+    let peer = caller.peer(callee.did());
+    let sent = json!("r".repeat(1024 * 1024));
+    let echoed = within(peer.exec("echo", sent.clone()))
+        .await
+        .expect("1 MiB");
+    assert!(echoed == sent, "the echo differs");
+    let path = within(peer.path()).await.expect("path").expect("a path");
+    assert_eq!(path.kind(), ioap_client::PathKind::Gateway, "{path}");
+    caller.close().await;
+    callee.close().await;
+}
