@@ -31,8 +31,9 @@ use report::{GatewayReport, PhaseReport, ProcessReport, RelayReport, Report};
 use system::Process;
 use target::Target;
 
-/// Largest `--payload-bytes`: a call's data and its envelope fit one 64 KiB message.
-const MAX_PAYLOAD_BYTES: usize = 60_000;
+/// Largest `--payload-bytes`: a call's data and its envelope fit the SDK's default message
+/// maximum (16 MiB); over 64 KiB they travel in CHUNKs (PROTOCOL_DESIGN.md §11.6).
+const MAX_PAYLOAD_BYTES: usize = ioap_client::DEFAULT_MAX_MESSAGE_BYTES - 64 * 1024;
 /// Largest `--relay-window`.
 const MAX_RELAY_WINDOW: usize = 128;
 /// Longest `--duration`.
@@ -69,7 +70,8 @@ pub struct LoadtestArgs {
     /// Calls in flight per link.
     #[arg(long, value_name = "K", default_value_t = 4)]
     pub concurrency: usize,
-    /// Bytes of data each call carries (and gets back).
+    /// Bytes of data each call carries (and gets back), up to 16 MiB − 64 KiB; over 64 KiB a
+    /// call travels in pieces.
     #[arg(long, value_name = "B", default_value_t = 64)]
     pub payload_bytes: usize,
     /// Streaming calls: each returns its data PARTS times as partial results.
