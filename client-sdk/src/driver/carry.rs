@@ -15,11 +15,20 @@ use super::{Attempt, now, wall_now};
 use crate::core::AgentCore;
 use crate::machine::{Transmit, Unsent, UnsentCause};
 
+/// Most messages that wait in a link's outbox. The peer's own traffic adds answers (a PONG per
+/// PING) while a large message leaves; a peer that sends faster than the link drains makes the
+/// link end (LINK_LOST), as a full data-channel send queue does, rather than grow it.
+pub(super) const MAX_QUEUED: usize = 1024;
+
 /// Messages waiting behind a large one, in the order the link's rules produced them.
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     queue: VecDeque<Outgoing>,
 }
+
+/// The outbox holds [`MAX_QUEUED`] messages already.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct OutboxFull;
 
 #[derive(Debug)]
 enum Outgoing {
@@ -34,6 +43,14 @@ impl Outbox {
     /// Whether something waits to go out.
     pub(super) fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    fn push(&mut self, outgoing: Outgoing) -> Result<(), OutboxFull> {
+        if self.queue.len() >= MAX_QUEUED {
+            return Err(OutboxFull);
+        }
+        self.queue.push_back(outgoing);
+        Ok(())
     }
 
     /// The next text to put on the channel: a whole envelope, or the next CHUNK of a large one,
@@ -85,7 +102,8 @@ pub(super) enum Send {
     Now(String),
     /// It waits in the outbox (queued behind a large message, or itself large).
     Queued,
-    /// It cannot go: the link's rules were told.
+    /// It cannot go: the link's rules were told (the call fails, or the link ends when the
+    /// outbox is full).
     Refused,
 }
 
@@ -137,19 +155,24 @@ pub(super) fn prepare(
         Err(error) => return refuse(attempt, UnsentCause::Invalid(error.to_string())),
     };
     receipts.sent(message, &text);
-    if text.len() > MAX_ENVELOPE_BYTES {
+    let queued = if text.len() > MAX_ENVELOPE_BYTES {
         let cutter = Cutter::new(message, text);
-        attempt.outbox.queue.push_back(Outgoing::Cut {
+        attempt.outbox.push(Outgoing::Cut {
             cutter,
             correlation,
-        });
-        return Send::Queued;
-    }
-    if attempt.outbox.is_empty() {
-        Send::Now(text)
+        })
+    } else if attempt.outbox.is_empty() {
+        return Send::Now(text);
     } else {
-        attempt.outbox.queue.push_back(Outgoing::Whole(text));
-        Send::Queued
+        attempt.outbox.push(Outgoing::Whole(text))
+    };
+    match queued {
+        Ok(()) => Send::Queued,
+        Err(OutboxFull) => {
+            let lost = crate::error::CallError::lost("the link's send queue is full");
+            attempt.machine.end(crate::machine::LinkEnd::Failed(lost));
+            Send::Refused
+        }
     }
 }
 
@@ -192,6 +215,28 @@ pub(super) fn take_chunk(
             receipts.received(&envelope, &bytes);
             attempt.machine.handle_message(now(), envelope);
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_refuses_beyond_its_bound_and_keeps_order() {
+        let mut outbox = Outbox::default();
+        for i in 0..MAX_QUEUED {
+            assert_eq!(outbox.push(Outgoing::Whole(i.to_string())), Ok(()));
+        }
+        assert_eq!(
+            outbox.push(Outgoing::Whole("one more".into())),
+            Err(OutboxFull)
+        );
+        assert_eq!(outbox.queue.len(), MAX_QUEUED);
+        match outbox.queue.front() {
+            Some(Outgoing::Whole(first)) => assert_eq!(first, "0"),
+            other => panic!("{other:?}"),
         }
     }
 }
