@@ -92,6 +92,9 @@ error_codes! {
     HandlerError => "HANDLER_ERROR",
     /// Too many requests are in flight on this link.
     TooManyRequests => "TOO_MANY_REQUESTS",
+    /// 1.5: the callee's policy does not let the caller call this capability (no allowlist
+    /// entry, no grant chain that admits the call). Says nothing else.
+    Forbidden => "FORBIDDEN",
     /// The server is shutting down.
     ShuttingDown => "SHUTTING_DOWN",
     /// An unexpected internal failure.

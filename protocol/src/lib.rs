@@ -12,6 +12,8 @@
 //! - [`handshake`]: the registration handshake as state machines.
 //! - [`replay`]: the replay window and `(from, id)` cache.
 //! - [`receipt`]: a request and its signed answer, verifiable later by anyone.
+//! - [`grant`]: signed, delegable permission to call a capability.
+//! - [`trace`]: W3C trace context carried by calls.
 //! - [`chunks`]: messages larger than one envelope, cut into CHUNKs and put back together.
 //! - [`codes`]: error codes and WebSocket close codes.
 //! - [`json`]: strict JSON parsing under the protocol's limits.
@@ -40,6 +42,7 @@ pub mod codes;
 mod decode;
 pub mod did;
 pub mod envelope;
+pub mod grant;
 pub mod handshake;
 mod header;
 pub mod identity;
@@ -53,6 +56,7 @@ pub mod replay;
 pub mod samples;
 pub mod signing;
 pub mod timestamp;
+pub mod trace;
 
 pub use body::{Body, MessageType};
 pub use codes::{CloseCode, ErrorCode};

@@ -124,11 +124,8 @@ pub fn example_body(ty: MessageType) -> Body {
             json!({"url": "https://example.org/"}),
         )),
         MessageType::ExecRequest => Body::ExecRequest(ExecRequest {
-            capability: "sum".into(),
-            args: json!({"values": [1, 2, 3.5]}),
             timeout_ms: 5_000,
-            stream: false,
-            window: None,
+            ..ExecRequest::new("sum", json!({"values": [1, 2, 3.5]}))
         }),
         MessageType::ExecResponse => Body::ExecResponse(ExecResponse {
             status: ExecStatus::Ok,

@@ -18,6 +18,8 @@ use crate::identity::Identity;
 pub const MESSAGE_TAG: &[u8] = b"ioap/v1/message\0";
 /// Tag for REGISTER envelopes (the registration proof).
 pub const REGISTRATION_TAG: &[u8] = b"ioap/v1/register\0";
+/// Tag for grants (PROTOCOL_DESIGN.md §11.9), which are not envelopes.
+pub const GRANT_TAG: &[u8] = b"ioap/v1/grant\0";
 
 /// What a signature is for; selects the domain-separation tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub enum Purpose {
     Message,
     /// A registration proof (REGISTER).
     Registration,
+    /// A grant letting another agent call a capability.
+    Grant,
 }
 
 impl Purpose {
@@ -43,6 +47,7 @@ impl Purpose {
         match self {
             Purpose::Message => MESSAGE_TAG,
             Purpose::Registration => REGISTRATION_TAG,
+            Purpose::Grant => GRANT_TAG,
         }
     }
 }
@@ -109,9 +114,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_differ_and_neither_prefixes_the_other() {
-        assert!(!MESSAGE_TAG.starts_with(REGISTRATION_TAG));
-        assert!(!REGISTRATION_TAG.starts_with(MESSAGE_TAG));
+    fn tags_differ_and_none_prefixes_another() {
+        let tags = [MESSAGE_TAG, REGISTRATION_TAG, GRANT_TAG];
+        for (i, a) in tags.iter().enumerate() {
+            for (j, b) in tags.iter().enumerate() {
+                assert!(i == j || !a.starts_with(b), "{i} {j}");
+            }
+        }
     }
 
     #[test]

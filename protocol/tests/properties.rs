@@ -39,11 +39,10 @@ fn body() -> impl Strategy<Value = Body> {
         )
             .prop_map(|(capability, args, timeout_ms, stream)| Body::ExecRequest(
                 ExecRequest {
-                    capability,
-                    args,
                     timeout_ms,
                     stream,
                     window: stream.then_some(32),
+                    ..ExecRequest::new(capability, args)
                 }
             )),
         ("\\PC{1,64}", json_value()).prop_map(|(q, c)| Body::Intent(Intent::query(q, c))),

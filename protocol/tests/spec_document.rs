@@ -69,11 +69,8 @@ fn worked_example_matches_byte_for_byte() {
         alice.did(),
         Some(bob.did()),
         Body::ExecRequest(ExecRequest {
-            capability: "sum".into(),
-            args: json!({"values": [1, 2, 3.5]}),
             timeout_ms: 5000,
-            stream: false,
-            window: None,
+            ..ExecRequest::new("sum", json!({"values": [1, 2, 3.5]}))
         }),
         Timestamp::parse("2026-01-01T00:00:00.000Z").expect("time"),
     );

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::grant::{Grant, MAX_GRANT_CHAIN};
+
 use super::{
     DEFAULT_EXEC_TIMEOUT_MS, ErrorPayload, InvalidPayload, MAX_EXEC_TIMEOUT_MS, Validate, invalid,
     validate_capability_name,
@@ -27,6 +29,20 @@ pub struct ExecRequest {
     /// responses the callee may send before it waits for CREDIT (1–1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
+    /// 1.5, only to a callee that announced `idempotency` (§11.10): the caller's name for
+    /// this operation; a repeat with the same key is answered with the recorded outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// 1.5, only to a callee that announced `trace` (§11.8): W3C `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// 1.5, with `traceparent`: W3C `tracestate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+    /// 1.5, only to a callee that announced `grants` (§11.9): the chain of grants that lets
+    /// the caller call this capability, first grant first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
 }
 
 impl ExecRequest {
@@ -38,6 +54,46 @@ impl ExecRequest {
             timeout_ms: DEFAULT_EXEC_TIMEOUT_MS,
             stream: false,
             window: None,
+            idempotency_key: None,
+            traceparent: None,
+            tracestate: None,
+            grants: Vec::new(),
+        }
+    }
+}
+
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// Checks an idempotency key: 1–128 bytes of printable ASCII without spaces.
+pub fn validate_idempotency_key(key: &str) -> Result<(), InvalidPayload> {
+    let ok = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        invalid(format!(
+            "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} bytes of printable ASCII"
+        ))
+    }
+}
+
+/// Checks `traceparent` and `tracestate`: each well formed, `tracestate` only with
+/// `traceparent`.
+pub(super) fn validate_trace(
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> Result<(), InvalidPayload> {
+    let bad = |e: crate::trace::BadTraceContext| InvalidPayload(e.to_string());
+    match (traceparent, tracestate) {
+        (None, Some(_)) => invalid("tracestate needs traceparent"),
+        (None, None) => Ok(()),
+        (Some(parent), state) => {
+            crate::trace::validate_traceparent(parent).map_err(bad)?;
+            state.map_or(Ok(()), |s| {
+                crate::trace::validate_tracestate(s).map_err(bad)
+            })
         }
     }
 }
@@ -56,7 +112,18 @@ impl Validate for ExecRequest {
             Some(_) if !self.stream => invalid("window needs stream"),
             Some(window) => super::link::check_window("window", window),
             None => Ok(()),
+        }?;
+        if let Some(key) = &self.idempotency_key {
+            validate_idempotency_key(key)?;
         }
+        validate_trace(self.traceparent.as_deref(), self.tracestate.as_deref())?;
+        if self.grants.len() > MAX_GRANT_CHAIN {
+            return invalid(format!("at most {MAX_GRANT_CHAIN} grants"));
+        }
+        for grant in &self.grants {
+            grant.validate().map_err(|why| InvalidPayload(why.into()))?;
+        }
+        Ok(())
     }
 }
 
@@ -122,6 +189,27 @@ mod tests {
             request.window = Some(bad);
             assert!(request.validate().is_err(), "window {bad}");
         }
+    }
+
+    #[test]
+    fn keys_trace_context_and_grants_are_checked() {
+        let mut request = ExecRequest::new("sum", json!(null));
+        request.idempotency_key = Some("order-42:v1".into());
+        request.traceparent =
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        request.tracestate = Some("vendor=1".into());
+        assert!(request.validate().is_ok());
+        for bad in ["", "has space", &"k".repeat(MAX_IDEMPOTENCY_KEY + 1)] {
+            let mut keyed = request.clone();
+            keyed.idempotency_key = Some(bad.into());
+            assert!(keyed.validate().is_err(), "{bad:?}");
+        }
+        let mut untraced = request.clone();
+        untraced.traceparent = None;
+        assert!(untraced.validate().is_err(), "tracestate alone");
+        let mut bad_trace = request.clone();
+        bad_trace.traceparent = Some("00-xyz".into());
+        assert!(bad_trace.validate().is_err());
     }
 
     #[test]

@@ -18,11 +18,22 @@ pub enum Intent {
 }
 
 impl Intent {
+    /// The request's trace context (`traceparent`, `tracestate`), if it is a query or task.
+    pub fn trace_context_mut(&mut self) -> Option<(&mut Option<String>, &mut Option<String>)> {
+        match self {
+            Intent::Query(q) => Some((&mut q.traceparent, &mut q.tracestate)),
+            Intent::Task(t) => Some((&mut t.traceparent, &mut t.tracestate)),
+            Intent::Reply(_) => None,
+        }
+    }
+
     /// A natural-language intent.
     pub fn query(query: impl Into<String>, context: Value) -> Self {
         Intent::Query(IntentQuery {
             query: query.into(),
             context,
+            traceparent: None,
+            tracestate: None,
         })
     }
 
@@ -31,6 +42,8 @@ impl Intent {
         Intent::Task(IntentTask {
             task: task.into(),
             params,
+            traceparent: None,
+            tracestate: None,
         })
     }
 }
@@ -72,6 +85,12 @@ pub struct IntentQuery {
     /// Anything that helps the receiver understand it.
     #[serde(default, deserialize_with = "crate::json::strict_value")]
     pub context: Value,
+    /// 1.5, only to a receiver that announced `trace` (§11.8): W3C `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// 1.5, with `traceparent`: W3C `tracestate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// INTENT `kind: "task"`.
@@ -83,6 +102,12 @@ pub struct IntentTask {
     /// The task's parameters.
     #[serde(default, deserialize_with = "crate::json::strict_value")]
     pub params: Value,
+    /// 1.5, only to a receiver that announced `trace` (§11.8): W3C `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// 1.5, with `traceparent`: W3C `tracestate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// The receiver's verdict on an intent.
@@ -184,6 +209,12 @@ impl Validate for Intent {
         match self {
             Intent::Query(q) if q.query.is_empty() => invalid("query must not be empty"),
             Intent::Task(t) if t.task.is_empty() => invalid("task must not be empty"),
+            Intent::Query(q) => {
+                super::exec::validate_trace(q.traceparent.as_deref(), q.tracestate.as_deref())
+            }
+            Intent::Task(t) => {
+                super::exec::validate_trace(t.traceparent.as_deref(), t.tracestate.as_deref())
+            }
             Intent::Reply(IntentReply {
                 capability: Some(name),
                 ..

@@ -14,6 +14,12 @@ pub const MAX_WINDOW: u32 = 1024;
 pub const FEATURE_FLOW: &str = "flow";
 /// The 1.1 feature: CANCEL ends a request the caller no longer waits for.
 pub const FEATURE_CANCEL: &str = "cancel";
+/// The 1.5 feature: EXEC_REQUEST `idempotency_key` (§11.10).
+pub const FEATURE_IDEMPOTENCY: &str = "idempotency";
+/// The 1.5 feature: `traceparent` / `tracestate` on EXEC_REQUEST and INTENT (§11.8).
+pub const FEATURE_TRACE: &str = "trace";
+/// The 1.5 feature: EXEC_REQUEST `grants` and the code FORBIDDEN (§11.9).
+pub const FEATURE_GRANTS: &str = "grants";
 
 /// FEATURES (agent → agent, data channel, before the first PING): the 1.x additions the
 /// sender understands.

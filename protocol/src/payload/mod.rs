@@ -259,9 +259,14 @@ mod link;
 mod relay;
 
 pub use chunk::{Chunk, FEATURE_CHUNKS, MAX_CHUNK_BYTES, MAX_CHUNK_DATA_CHARS};
-pub use exec::{ExecRequest, ExecResponse, ExecStatus};
+pub use exec::{
+    ExecRequest, ExecResponse, ExecStatus, MAX_IDEMPOTENCY_KEY, validate_idempotency_key,
+};
 pub use intent::{Cost, Intent, IntentQuery, IntentReply, IntentStatus, IntentTask};
-pub use link::{Cancel, Credit, FEATURE_CANCEL, FEATURE_FLOW, Features, MAX_FEATURES, MAX_WINDOW};
+pub use link::{
+    Cancel, Credit, FEATURE_CANCEL, FEATURE_FLOW, FEATURE_GRANTS, FEATURE_IDEMPOTENCY,
+    FEATURE_TRACE, Features, MAX_FEATURES, MAX_WINDOW,
+};
 pub use relay::{
     MAX_RELAY_CHUNK, MAX_RELAY_DATA_CHARS, RELAY_KEY_CHARS, RelayAccept, RelayClose, RelayData,
     RelayOpen, decode_relay_key,
