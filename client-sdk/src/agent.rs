@@ -19,6 +19,7 @@ use crate::core::{AgentCore, LinkSettings, Refusals};
 use crate::directory::{Directory, DirectoryError};
 use crate::gateway::{ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig};
 use crate::handlers::{CapabilityHandler, Handlers};
+use crate::operations::{IdempotencyLimits, Operations};
 use crate::peer::Peer;
 use crate::rtc::{Engine, IceServer, RtcEngine, RtcSettings};
 use crate::table::LinkTable;
@@ -73,6 +74,7 @@ pub struct AgentBuilder {
     handlers: Handlers,
     retry_first_connect: bool,
     ca_files: Vec<PathBuf>,
+    idempotency: IdempotencyLimits,
 }
 
 impl AgentBuilder {
@@ -91,6 +93,7 @@ impl AgentBuilder {
             handlers: Handlers::default(),
             retry_first_connect: false,
             ca_files: Vec::new(),
+            idempotency: IdempotencyLimits::default(),
         }
     }
 
@@ -183,6 +186,20 @@ impl AgentBuilder {
         self
     }
 
+    /// Accepts grant chains rooted at `issuer` for restricted capabilities, besides chains
+    /// this agent issued itself (PROTOCOL_DESIGN.md §11.9). Repeatable.
+    pub fn trust_grants_from(mut self, issuer: Did) -> Self {
+        self.handlers.trust_grants_from(issuer);
+        self
+    }
+
+    /// How many idempotency keys this agent holds as a callee, and for how long
+    /// (PROTOCOL_DESIGN.md §11.10; default [`IdempotencyLimits::default`]).
+    pub fn idempotency_limits(mut self, limits: IdempotencyLimits) -> Self {
+        self.idempotency = limits;
+        self
+    }
+
     /// Answers INTENTs with `handler` (default: every intent declined).
     pub fn on_intent<F, Fut>(mut self, handler: F) -> Self
     where
@@ -239,6 +256,7 @@ impl AgentBuilder {
             settings: self.links,
             refusals: Refusals::default(),
             heartbeats_sent: AtomicU64::new(0),
+            operations: std::sync::Mutex::new(Operations::new(self.idempotency)),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });

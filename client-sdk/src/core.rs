@@ -179,6 +179,8 @@ pub(crate) struct AgentCore {
     pub(crate) refusals: Refusals,
     /// Heartbeat PINGs sent on idle links.
     pub(crate) heartbeats_sent: AtomicU64,
+    /// The idempotency keys held as a callee.
+    pub(crate) operations: std::sync::Mutex<crate::operations::Operations>,
     /// Cancelled when the agent closes or is dropped.
     pub(crate) stop: CancellationToken,
     /// Every task the agent spawns (link drivers, handlers, the signaling router).

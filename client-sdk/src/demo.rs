@@ -7,7 +7,7 @@ use ioap_protocol::Did;
 use ioap_protocol::payload::{Intent, IntentReply};
 use serde_json::{Value, json};
 
-use crate::handlers::{CapabilityHandler, ExecError};
+use crate::handlers::{CapabilityHandler, ExecCall, ExecError};
 
 /// Longest `sleep` the demo accepts.
 const MAX_SLEEP_MS: u64 = 600_000;
@@ -52,6 +52,29 @@ pub fn capabilities() -> Vec<CapabilityHandler> {
         })
         .description("Fails with HANDLER_ERROR and {\"message\"}"),
     ]
+}
+
+/// `forward {"to": DID, "capability": NAME, "args": …}`: calls `capability` on `to` and
+/// answers its result — a chain A → B → C from the command line (`ioap serve --forward`).
+/// Not among [`capabilities`]: an agent offering it makes calls as itself for anyone who asks,
+/// so offer it only where that is meant (restrict it with `CapabilityHandler::allow`).
+pub fn forward() -> CapabilityHandler {
+    CapabilityHandler::with_call("forward", |call: ExecCall| async move {
+        let to = call.args["to"]
+            .as_str()
+            .and_then(|did| did.parse::<Did>().ok())
+            .ok_or_else(|| ExecError::invalid_args("to: a did:key"))?;
+        let capability = call.args["capability"]
+            .as_str()
+            .ok_or_else(|| ExecError::invalid_args("capability: a name"))?
+            .to_owned();
+        let args = call.args["args"].clone();
+        call.peer(to)
+            .exec(&capability, args)
+            .await
+            .map_err(|error| ExecError::handler(format!("{}: {error}", error.code())))
+    })
+    .description("Calls {\"to\", \"capability\", \"args\"} and answers its result")
 }
 
 fn sum(args: &Value) -> Result<Value, ExecError> {

@@ -4,7 +4,7 @@
 //! advertised at registration) and an async function from `args` to a JSON result. A streaming
 //! capability also gets a [`Parts`] sink for partial results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +16,11 @@ use ioap_protocol::{Did, ErrorCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::access::Access;
+use crate::core::AgentCore;
 use crate::link::{Command, LinkHandle};
+use crate::peer::Peer;
+use ioap_protocol::trace::TraceParent;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -97,7 +101,6 @@ impl Parts {
 }
 
 /// One EXEC_REQUEST as a handler sees it.
-#[derive(Debug)]
 #[non_exhaustive]
 pub struct ExecCall {
     /// The caller (verified).
@@ -109,16 +112,46 @@ pub struct ExecCall {
     /// When the caller stops waiting (`timeout_ms` after the request arrived). The handler is
     /// abandoned then; calls it makes to other agents end by this time by default.
     pub deadline: Instant,
+    /// The trace the call belongs to (the caller's, continued), with this handler's span as
+    /// the parent: the calls the handler makes carry it (PROTOCOL_DESIGN.md §11.8).
+    pub trace: TraceParent,
+    core: Arc<AgentCore>,
+}
+
+impl std::fmt::Debug for ExecCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecCall")
+            .field("caller", &self.caller)
+            .field("args", &self.args)
+            .field("deadline", &self.deadline)
+            .field("trace", &self.trace)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ExecCall {
-    pub(crate) fn new(caller: Did, args: Value, parts: Parts, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        core: Arc<AgentCore>,
+        caller: Did,
+        args: Value,
+        parts: Parts,
+        deadline: Instant,
+        trace: TraceParent,
+    ) -> Self {
         ExecCall {
             caller,
             args,
             parts,
             deadline,
+            trace,
+            core,
         }
+    }
+
+    /// Another agent, to call from this handler: its calls end by this call's deadline and
+    /// continue its trace.
+    pub fn peer(&self, did: Did) -> Peer {
+        Peer::new(Arc::clone(&self.core), did)
     }
 }
 
@@ -159,6 +192,7 @@ type IntentFn = dyn Fn(Did, Intent) -> BoxFuture<IntentReply> + Send + Sync;
 #[derive(Clone)]
 pub struct CapabilityHandler {
     advertised: Capability,
+    access: Access,
     run: Arc<ExecFn>,
 }
 
@@ -166,6 +200,7 @@ impl std::fmt::Debug for CapabilityHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CapabilityHandler")
             .field("advertised", &self.advertised)
+            .field("access", &self.access)
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +232,7 @@ impl CapabilityHandler {
     {
         CapabilityHandler {
             advertised: Capability::new(name, ""),
+            access: Access::Open,
             run: Arc::new(move |call| Box::pin(handler(call))),
         }
     }
@@ -218,6 +254,25 @@ impl CapabilityHandler {
         &self.advertised
     }
 
+    /// Restricts the capability to `callers` (added to any already allowed) and to callers
+    /// presenting a grant chain that admits the call (PROTOCOL_DESIGN.md §11.9); anyone else
+    /// is answered FORBIDDEN.
+    pub fn allow(mut self, callers: impl IntoIterator<Item = Did>) -> Self {
+        self.access = std::mem::take(&mut self.access).allowing(callers);
+        self
+    }
+
+    /// Restricts the capability to callers presenting a grant chain that admits the call
+    /// (and any DIDs given to [`allow`](Self::allow)).
+    pub fn restrict(self) -> Self {
+        self.allow([])
+    }
+
+    /// Who may call the capability.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
     pub(crate) fn run(&self, call: ExecCall) -> BoxFuture<ExecResult> {
         (self.run)(call)
     }
@@ -229,6 +284,8 @@ pub struct Handlers {
     /// Shared: every request served clones the handlers, not the map.
     capabilities: Arc<BTreeMap<String, CapabilityHandler>>,
     intent: Arc<IntentFn>,
+    /// Issuers whose grant chains restricted capabilities accept, besides this agent.
+    trusted_issuers: Arc<BTreeSet<Did>>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -247,6 +304,7 @@ impl Default for Handlers {
             intent: Arc::new(|_, _| {
                 Box::pin(async { IntentReply::declined("this agent takes no intents") })
             }),
+            trusted_issuers: Arc::default(),
         }
     }
 }
@@ -265,6 +323,16 @@ impl Handlers {
         Fut: Future<Output = IntentReply> + Send + 'static,
     {
         self.intent = Arc::new(move |from, intent| Box::pin(handler(from, intent)));
+    }
+
+    /// Accepts grant chains whose first grant `issuer` signed (besides this agent's own).
+    pub fn trust_grants_from(&mut self, issuer: Did) {
+        Arc::make_mut(&mut self.trusted_issuers).insert(issuer);
+    }
+
+    /// The issuers trusted besides this agent.
+    pub fn trusted_issuers(&self) -> &BTreeSet<Did> {
+        &self.trusted_issuers
     }
 
     /// The capability named `name`.

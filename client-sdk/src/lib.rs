@@ -31,7 +31,9 @@
 //! - [`Agent`], [`Peer`], [`ExecStream`], [`CapabilityHandler`]: the API built on them;
 //!   [`Directory`] for discovery.
 
+mod access;
 mod agent;
+mod call_options;
 mod connect_error;
 mod core;
 #[cfg(feature = "demo")]
@@ -46,15 +48,19 @@ mod keepalive;
 mod link;
 mod machine;
 mod negotiation;
+mod operations;
 mod peer;
 mod relayed;
 pub mod rtc;
 mod serve;
 mod table;
+mod trace_context;
 mod trust;
 mod verify;
 
+pub use access::Access;
 pub use agent::{Agent, AgentBuilder, AgentError};
+pub use call_options::CallOptions;
 pub use connect_error::ConnectError;
 pub use core::{GatewayRelay, LinkSettings};
 pub use directory::{AgentInfo, Directory, DirectoryError, Health};
@@ -63,10 +69,13 @@ pub use gateway::{
     ConnectionEvent, ConnectionState, GatewayClient, GatewayClientConfig, GatewayStreams, SendError,
 };
 pub use handlers::{BoxFuture, CapabilityHandler, ExecCall, ExecError, ExecResult, Parts};
+pub use ioap_protocol::grant::{Grant, GrantError, GrantTerms};
 pub use ioap_protocol::payload::{Intent, IntentQuery, IntentReply, IntentStatus, IntentTask};
 pub use ioap_protocol::receipt::{Receipt, ReceiptError, VerifiedReceipt};
+pub use ioap_protocol::trace::TraceParent;
 pub use ioap_protocol::{Did, ErrorCode, Identity};
 pub use link::{DEFAULT_MAX_MESSAGE_BYTES, LinkLimits};
+pub use operations::IdempotencyLimits;
 pub use peer::{ExecStream, Peer, StreamItem};
 pub use rtc::{
     CandidateKind, ENGINE_ENV, Engine, IceServer, IceServerCheck, LinkPath, PathKind, RtcSettings,

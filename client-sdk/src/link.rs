@@ -103,6 +103,9 @@ pub(crate) enum Command {
     /// Send text as is (tests of the peer's refusals).
     #[cfg(feature = "test-hooks")]
     Raw(String),
+    /// End the link at once, as a failed transport would (tests of what survives it).
+    #[cfg(feature = "test-hooks")]
+    Break,
 }
 
 /// A handle to an open link's driver. Its commands are queued boxed: tokio's queues allocate

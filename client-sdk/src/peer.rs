@@ -9,18 +9,21 @@ use std::time::Duration;
 use futures_util::Stream;
 use ioap_protocol::payload::{Intent, IntentReply};
 use ioap_protocol::receipt::Receipt;
-use ioap_protocol::{Did, MessageId};
+use ioap_protocol::{Did, ErrorCode, MessageId};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
+use tracing::{Instrument, debug};
 
+use crate::call_options::CallOptions;
 use crate::core::AgentCore;
 use crate::error::{CallError, SetupError};
 use crate::link::{Command, LinkHandle};
-use crate::machine::{CallEvent, CallSpec};
+use crate::machine::{CallEvent, CallSpec, ExecExtras};
 use crate::rtc::LinkPath;
-use crate::serve::inherited_deadline;
+use crate::serve::{inherited_deadline, inherited_trace};
 use crate::table::LinkStatus;
+use crate::trace_context::CallTrace;
 
 /// Another agent, reached over a WebRTC link that is opened on first use, reused while it
 /// lives, and dialed again after it is lost. Cheap to clone.
@@ -156,8 +159,7 @@ impl Peer {
 
     /// Runs `capability` on the peer with `args`; waits up to the default call timeout.
     pub async fn exec(&self, capability: &str, args: Value) -> Result<Value, CallError> {
-        self.exec_with_timeout(capability, args, self.core.settings.call_timeout)
-            .await
+        self.exec_with(capability, args, &CallOptions::new()).await
     }
 
     /// Runs `capability` on the peer, all of it (link setup included) within `timeout`.
@@ -167,31 +169,84 @@ impl Peer {
         args: Value,
         timeout: Duration,
     ) -> Result<Value, CallError> {
-        let mut call = self.start_exec(capability, args, timeout, false).await?;
-        call.final_value().await
+        let options = CallOptions::new().timeout(timeout);
+        self.exec_with(capability, args, &options).await
     }
 
-    /// [`exec_with_timeout`](Self::exec_with_timeout), keeping the signed request and the
-    /// callee's signed answer as a [`Receipt`] that anyone can verify later with the two DIDs
-    /// alone ([`Receipt::verify`]; PROTOCOL_DESIGN.md §11.7).
+    /// Runs `capability` on the peer with `options`: its deadline, an idempotency key and
+    /// retries across a lost link (PROTOCOL_DESIGN.md §11.10), grants (§11.9), the trace.
+    ///
+    /// With [`CallOptions::retry`], a call whose link is lost (or cannot be set up again) is
+    /// sent again with the same key over a new link, after a short pause, until its deadline;
+    /// the callee runs the handler at most once and answers the repeat with its outcome.
+    pub async fn exec_with(
+        &self,
+        capability: &str,
+        args: Value,
+        options: &CallOptions,
+    ) -> Result<Value, CallError> {
+        self.exec_options(capability, args, options, false)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// [`exec_with`](Self::exec_with), keeping the signed request and the callee's signed
+    /// answer as a [`Receipt`] that anyone can verify later with the two DIDs alone
+    /// ([`Receipt::verify`]; PROTOCOL_DESIGN.md §11.7).
     pub async fn exec_with_receipt(
         &self,
         capability: &str,
         args: Value,
-        timeout: Duration,
+        options: &CallOptions,
     ) -> Result<(Value, Receipt), CallError> {
-        let spec = CallSpec::Exec {
-            capability: capability.to_owned(),
-            args,
-            stream: false,
-        };
-        let mut call = self.start(spec, self.deadline(timeout), true).await?;
-        let value = call.final_value().await?;
-        let receipt = call
-            .receipt
-            .take()
+        let (value, receipt) = self.exec_options(capability, args, options, true).await?;
+        let receipt = receipt
             .ok_or_else(|| CallError::protocol("the answer came without its signed text"))?;
         Ok((value, *receipt))
+    }
+
+    async fn exec_options(
+        &self,
+        capability: &str,
+        args: Value,
+        options: &CallOptions,
+        receipt: bool,
+    ) -> Result<(Value, Option<Box<Receipt>>), CallError> {
+        let timeout = options.timeout.unwrap_or(self.core.settings.call_timeout);
+        let deadline = self.deadline(timeout);
+        let trace =
+            CallTrace::outgoing(self.did, capability, options.trace.or_else(inherited_trace));
+        let key = options.key();
+        let mut pauses = retry_pauses();
+        let mut args = Some(args);
+        let result = loop {
+            let args = if options.retry {
+                args.clone().unwrap_or_default()
+            } else {
+                args.take().unwrap_or_default()
+            };
+            let spec = exec_spec(capability, args, false, key.clone(), options, &trace);
+            let attempt = async {
+                let mut call = self.start(spec, deadline, receipt, None).await?;
+                let value = call.final_value().await?;
+                Ok((value, call.receipt.take()))
+            }
+            .instrument(trace.span().clone())
+            .await;
+            match attempt {
+                Err(error) if options.retry && is_transient(&error) => {
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(1));
+                    if Instant::now() + pause >= deadline {
+                        break Err(error);
+                    }
+                    debug!(parent: trace.span(), %error, "sending the call again with its key");
+                    tokio::time::sleep(pause).await;
+                }
+                other => break other,
+            }
+        };
+        trace.finish(result.as_ref().err().map(CallError::code));
+        result
     }
 
     /// Runs a streaming `capability`: partial results, then the final one, with the default
@@ -201,7 +256,7 @@ impl Peer {
         capability: &str,
         args: Value,
     ) -> Result<ExecStream, CallError> {
-        self.start_exec(capability, args, self.core.settings.call_timeout, true)
+        self.exec_stream_with(capability, args, &CallOptions::new())
             .await
     }
 
@@ -212,22 +267,39 @@ impl Peer {
         args: Value,
         timeout: Duration,
     ) -> Result<ExecStream, CallError> {
-        self.start_exec(capability, args, timeout, true).await
+        let options = CallOptions::new().timeout(timeout);
+        self.exec_stream_with(capability, args, &options).await
     }
 
-    async fn start_exec(
+    /// [`exec_stream`](Self::exec_stream) with `options`. A stream is not sent again
+    /// ([`CallOptions::retry`] is ignored: its parts would come twice); with a key, a repeat
+    /// the application makes gets the final result only (§11.10).
+    pub async fn exec_stream_with(
         &self,
         capability: &str,
         args: Value,
-        timeout: Duration,
-        stream: bool,
+        options: &CallOptions,
     ) -> Result<ExecStream, CallError> {
-        let spec = CallSpec::Exec {
-            capability: capability.to_owned(),
-            args,
-            stream,
-        };
-        self.start(spec, self.deadline(timeout), false).await
+        let timeout = options.timeout.unwrap_or(self.core.settings.call_timeout);
+        let deadline = self.deadline(timeout);
+        let trace =
+            CallTrace::outgoing(self.did, capability, options.trace.or_else(inherited_trace));
+        let key = options.idempotency_key.clone();
+        let spec = exec_spec(capability, args, true, key, options, &trace);
+        let started = self
+            .start(spec, deadline, false, None)
+            .instrument(trace.span().clone())
+            .await;
+        match started {
+            Ok(mut stream) => {
+                stream.trace = Some(trace);
+                Ok(stream)
+            }
+            Err(error) => {
+                trace.finish(Some(error.code()));
+                Err(error)
+            }
+        }
     }
 
     async fn start(
@@ -235,6 +307,7 @@ impl Peer {
         spec: CallSpec,
         deadline: Instant,
         receipt: bool,
+        trace: Option<CallTrace>,
     ) -> Result<ExecStream, CallError> {
         let link = self.link(deadline).await?;
         let id = MessageId::random();
@@ -258,24 +331,32 @@ impl Peer {
             events,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             receipt: None,
+            trace,
         })
     }
 
     /// Sends an INTENT (a query or a task) and waits for the peer's reply, up to the default
     /// call timeout.
-    pub async fn intent(&self, intent: Intent) -> Result<IntentReply, CallError> {
-        if matches!(intent, Intent::Reply(_)) {
+    pub async fn intent(&self, mut intent: Intent) -> Result<IntentReply, CallError> {
+        let trace = CallTrace::outgoing(self.did, "intent", inherited_trace());
+        let Some((traceparent, _)) = intent.trace_context_mut() else {
             return Err(CallError::protocol(
                 "a reply is sent by the SDK, not requested",
             ));
-        }
+        };
+        *traceparent = Some(trace.context().to_string());
         let deadline = self.deadline(self.core.settings.call_timeout);
-        let reply = self
-            .start(CallSpec::Intent(intent), deadline, false)
-            .await?
-            .final_value()
-            .await?;
-        serde_json::from_value(reply).map_err(|e| CallError::protocol(format!("INTENT reply: {e}")))
+        let reply = async {
+            self.start(CallSpec::Intent(intent), deadline, false, None)
+                .await?
+                .final_value()
+                .await
+        }
+        .instrument(trace.span().clone())
+        .await;
+        trace.finish(reply.as_ref().err().map(CallError::code));
+        serde_json::from_value(reply?)
+            .map_err(|e| CallError::protocol(format!("INTENT reply: {e}")))
     }
 
     /// Sends `text` as is on the link (opening it if needed). For tests of what the peer
@@ -289,6 +370,63 @@ impl Peer {
         } else {
             Err(CallError::lost("the link ended"))
         }
+    }
+}
+
+/// An EXEC's spec, with its 1.5 fields.
+fn exec_spec(
+    capability: &str,
+    args: Value,
+    stream: bool,
+    idempotency_key: Option<String>,
+    options: &CallOptions,
+    trace: &CallTrace,
+) -> CallSpec {
+    CallSpec::Exec {
+        capability: capability.to_owned(),
+        args,
+        stream,
+        extras: Box::new(ExecExtras {
+            idempotency_key,
+            traceparent: Some(trace.context().to_string()),
+            tracestate: None,
+            grants: options.grants.clone(),
+        }),
+    }
+}
+
+/// Whether sending a keyed call again may help: the link was lost, or could not be set up.
+fn is_transient(error: &CallError) -> bool {
+    match error {
+        CallError::LinkLost { .. } => true,
+        CallError::Setup(setup) => matches!(
+            setup,
+            SetupError::Timeout | SetupError::NoPath | SetupError::Rtc(_) | SetupError::Gateway(_)
+        ),
+        _ => false,
+    }
+}
+
+/// Pauses between attempts of a call sent again: 50 ms doubling to 1 s, with jitter.
+fn retry_pauses() -> impl Iterator<Item = Duration> {
+    use backon::{BackoffBuilder, ExponentialBuilder};
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+#[cfg(feature = "test-hooks")]
+impl Peer {
+    /// Ends the open link to this peer at once, as a failed transport would: calls in flight
+    /// fail with LINK_LOST and the connection is closed. For tests of what survives that.
+    pub fn break_link(&self) -> bool {
+        self.core
+            .links
+            .open_link(&self.did)
+            .is_some_and(|link| link.send(Command::Break))
     }
 }
 
@@ -357,6 +495,9 @@ pub struct ExecStream {
     events: mpsc::UnboundedReceiver<CallEvent>,
     deadline: Pin<Box<Sleep>>,
     receipt: Option<Box<Receipt>>,
+    /// The stream's span, ended with its outcome (calls made with retries end theirs
+    /// themselves).
+    trace: Option<CallTrace>,
 }
 
 impl std::fmt::Debug for ExecStream {
@@ -414,6 +555,9 @@ impl Stream for ExecStream {
                     Poll::Ready(()) => {
                         let item = Err(CallError::Timeout);
                         self.call.cancel();
+                        if let Some(trace) = self.trace.take() {
+                            trace.finish(Some(ErrorCode::Timeout));
+                        }
                         return Poll::Ready(Some(item));
                     }
                     Poll::Pending => return Poll::Pending,
@@ -421,7 +565,18 @@ impl Stream for ExecStream {
             }
         };
         self.call.done = true;
+        if let Some(trace) = self.trace.take() {
+            trace.finish(item.as_ref().err().map(CallError::code));
+        }
         Poll::Ready(Some(item))
+    }
+}
+
+impl Drop for ExecStream {
+    fn drop(&mut self) {
+        if let Some(trace) = self.trace.take() {
+            trace.finish(Some(CallError::Cancelled.code()));
+        }
     }
 }
 

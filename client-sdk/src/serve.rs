@@ -1,30 +1,49 @@
-//! Running a handler for one of the peer's requests: its deadline in scope for the calls it
-//! makes, a panic turned into HANDLER_ERROR, and only the codes a handler may send
-//! (PROTOCOL_DESIGN.md §11.4).
+//! Running a handler for one of the peer's requests: the callee's policy first (§11.9), its
+//! deadline and trace in scope for the calls it makes, a panic turned into HANDLER_ERROR, and
+//! only the codes a handler may send (PROTOCOL_DESIGN.md §11.4). Requests with an idempotency
+//! key go through [`keyed`] (§11.10).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use ioap_protocol::payload::ErrorPayload;
+use ioap_protocol::payload::{ErrorPayload, ExecRequest, Intent};
+use ioap_protocol::trace::TraceParent;
 use ioap_protocol::{Did, ErrorCode, MessageId};
 use tokio::task::AbortHandle;
+use tracing::{Instrument, debug};
 
+use crate::access::{self, FORBIDDEN_MESSAGE};
 use crate::core::AgentCore;
-use crate::handlers::{ExecCall, ExecError, Parts};
+use crate::handlers::{CapabilityHandler, ExecCall, ExecError, Parts};
 use crate::link::{Command, LinkHandle};
 use crate::machine::{ServeOutcome, ServeRequest};
+use crate::trace_context::CallTrace;
+
+mod keyed;
+
+/// What the task serving a request knows of it, for the calls its handler makes.
+#[derive(Debug, Clone, Copy)]
+struct Serving {
+    deadline: Instant,
+    trace: TraceParent,
+}
 
 tokio::task_local! {
-    /// The deadline of the request the current task serves.
-    static SERVING: Instant;
+    static SERVING: Serving;
 }
 
 /// The deadline of the request being served by the current task, if any: calls made from a
 /// handler end no later than that by default.
 pub(crate) fn inherited_deadline() -> Option<Instant> {
-    SERVING.try_with(|deadline| *deadline).ok()
+    SERVING.try_with(|serving| serving.deadline).ok()
+}
+
+/// The trace of the request being served by the current task, if any: calls made from a
+/// handler continue it.
+pub(crate) fn inherited_trace() -> Option<TraceParent> {
+    SERVING.try_with(|serving| serving.trace).ok()
 }
 
 /// Starts the handler for request `id` from `caller`; the driver aborts it when the request is
@@ -36,51 +55,134 @@ pub(crate) fn spawn_handler(
     id: MessageId,
     request: ServeRequest,
 ) -> AbortHandle {
-    let handlers = core.handlers.clone();
+    let own = Arc::clone(core);
     let task = async move {
-        let outcome = match request {
+        let (trace, outcome) = match request {
             ServeRequest::Exec { request, deadline } => {
-                match handlers.capability(&request.capability) {
-                    None => ServeOutcome::Failed(ErrorPayload::new(
-                        ErrorCode::UnknownCapability,
-                        format!("no capability named {:?}", request.capability),
-                    )),
-                    Some(handler) => {
-                        let parts = Parts::new(request.stream.then(|| (link.clone(), id)));
-                        let call = ExecCall::new(caller, request.args, parts, deadline);
-                        // The handler may panic making its future, or while it runs.
-                        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(call))) {
-                            Err(_) => ServeOutcome::Failed(panicked()),
-                            Ok(run) => match AssertUnwindSafe(SERVING.scope(deadline, run))
-                                .catch_unwind()
-                                .await
-                            {
-                                Ok(Ok(value)) => ServeOutcome::Value(value),
-                                Ok(Err(error)) => ServeOutcome::Failed(handler_error(error)),
-                                Err(_) => ServeOutcome::Failed(panicked()),
-                            },
-                        }
-                    }
-                }
+                let trace = CallTrace::incoming(
+                    caller,
+                    &request.capability,
+                    request.traceparent.as_deref(),
+                );
+                let serving = Serving {
+                    deadline,
+                    trace: trace.context(),
+                };
+                let span = trace.span().clone();
+                let outcome = serve_exec(&own, &link, caller, id, request, serving)
+                    .instrument(span)
+                    .await;
+                (trace, outcome)
             }
             ServeRequest::Intent { intent, deadline } => {
-                let made =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| handlers.intent(caller, intent)));
-                match made {
-                    Err(_) => ServeOutcome::Failed(panicked()),
-                    Ok(run) => match AssertUnwindSafe(SERVING.scope(deadline, run))
-                        .catch_unwind()
-                        .await
-                    {
-                        Ok(reply) => ServeOutcome::Reply(reply),
-                        Err(_) => ServeOutcome::Failed(panicked()),
-                    },
-                }
+                let traceparent = intent_traceparent(&intent);
+                let trace = CallTrace::incoming(caller, "intent", traceparent.as_deref());
+                let serving = Serving {
+                    deadline,
+                    trace: trace.context(),
+                };
+                let span = trace.span().clone();
+                let outcome = serve_intent(&own, caller, intent, serving)
+                    .instrument(span)
+                    .await;
+                (trace, outcome)
             }
         };
+        trace.finish(failure(&outcome));
         link.send(Command::Done { id, outcome });
     };
     core.tasks.spawn(task).abort_handle()
+}
+
+fn intent_traceparent(intent: &Intent) -> Option<String> {
+    match intent {
+        Intent::Query(query) => query.traceparent.clone(),
+        Intent::Task(task) => task.traceparent.clone(),
+        Intent::Reply(_) => None,
+    }
+}
+
+fn failure(outcome: &ServeOutcome) -> Option<ErrorCode> {
+    match outcome {
+        ServeOutcome::Failed(error) => Some(error.code),
+        _ => None,
+    }
+}
+
+async fn serve_intent(
+    core: &Arc<AgentCore>,
+    caller: Did,
+    intent: Intent,
+    serving: Serving,
+) -> ServeOutcome {
+    let made = std::panic::catch_unwind(AssertUnwindSafe(|| core.handlers.intent(caller, intent)));
+    match made {
+        Err(_) => ServeOutcome::Failed(panicked()),
+        Ok(run) => match AssertUnwindSafe(SERVING.scope(serving, run))
+            .catch_unwind()
+            .await
+        {
+            Ok(reply) => ServeOutcome::Reply(reply),
+            Err(_) => ServeOutcome::Failed(panicked()),
+        },
+    }
+}
+
+async fn serve_exec(
+    core: &Arc<AgentCore>,
+    link: &LinkHandle,
+    caller: Did,
+    id: MessageId,
+    mut request: ExecRequest,
+    serving: Serving,
+) -> ServeOutcome {
+    let Some(handler) = core.handlers.capability(&request.capability).cloned() else {
+        return ServeOutcome::Failed(ErrorPayload::new(
+            ErrorCode::UnknownCapability,
+            format!("no capability named {:?}", request.capability),
+        ));
+    };
+    let now = ioap_protocol::Timestamp::from_system_time(std::time::SystemTime::now());
+    let trusted = core.handlers.trusted_issuers();
+    if let Err(refusal) =
+        access::check(handler.access(), &caller, &core.did, &request, now, trusted)
+    {
+        debug!(%caller, capability = %request.capability, %refusal, "call refused");
+        return ServeOutcome::Failed(ErrorPayload::new(ErrorCode::Forbidden, FORBIDDEN_MESSAGE));
+    }
+    let key = request.idempotency_key.take();
+    let parts = Parts::new(request.stream.then(|| (link.clone(), id)));
+    let digest = key.is_some().then(|| request.operation_digest());
+    let call = ExecCall::new(
+        Arc::clone(core),
+        caller,
+        request.args,
+        parts,
+        serving.deadline,
+        serving.trace,
+    );
+    match key.zip(digest) {
+        None => run(handler, call, serving).await,
+        Some((key, digest)) => {
+            keyed::serve(core, caller, key, digest, handler, call, serving).await
+        }
+    }
+}
+
+/// Runs `handler` on `call`: a panic (making its future or while it runs) is HANDLER_ERROR.
+async fn run(handler: CapabilityHandler, call: ExecCall, serving: Serving) -> ServeOutcome {
+    debug!(target: "ioap_client::calls", "handler started");
+    match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(call))) {
+        Err(_) => ServeOutcome::Failed(panicked()),
+        Ok(future) => match AssertUnwindSafe(SERVING.scope(serving, future))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(value)) => ServeOutcome::Value(value),
+            Ok(Err(error)) => ServeOutcome::Failed(handler_error(error)),
+            Err(_) => ServeOutcome::Failed(panicked()),
+        },
+    }
 }
 
 fn panicked() -> ErrorPayload {

@@ -118,6 +118,15 @@ impl LinkTable {
         self.lock().remove(&remote, generation);
     }
 
+    /// The open link to `remote`, if there is one.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn open_link(&self, remote: &Did) -> Option<LinkHandle> {
+        match &*self.lock().get(remote)?.status.borrow() {
+            LinkStatus::Open(link) => Some(link.clone()),
+            _ => None,
+        }
+    }
+
     /// Open links.
     pub(crate) fn open_links(&self) -> usize {
         self.lock()

@@ -155,11 +155,8 @@ async fn forged_messages_on_the_link_are_refused_silently() {
     within(bob_peer.connect()).await.expect("link");
     let request = |from: &Identity| {
         let body = Body::ExecRequest(ExecRequest {
-            capability: "echo".into(),
-            args: json!("forged?"),
             timeout_ms: 1000,
-            stream: false,
-            window: None,
+            ..ExecRequest::new("echo", json!("forged?"))
         });
         let now = Timestamp::from_system_time(std::time::SystemTime::now());
         Envelope::new(from.did(), Some(bob.did()), body, now)

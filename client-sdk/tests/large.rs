@@ -104,13 +104,10 @@ async fn a_large_answer_in_pieces_still_makes_a_receipt_that_verifies() {
     let callee = callee(&url).await;
     let caller = agent(&url).await;
     let peer = caller.peer(callee.did());
-    let (value, receipt) = within(peer.exec_with_receipt(
-        "blob",
-        json!(300 * 1024),
-        std::time::Duration::from_secs(20),
-    ))
-    .await
-    .expect("a receipt");
+    let options = ioap_client::CallOptions::new().timeout(std::time::Duration::from_secs(20));
+    let (value, receipt) = within(peer.exec_with_receipt("blob", json!(300 * 1024), &options))
+        .await
+        .expect("a receipt");
     assert_eq!(value.as_str().map(str::len), Some(300 * 1024));
     let proof = receipt.verify().expect("the receipt verifies");
     assert_eq!((proof.caller, proof.callee), (caller.did(), callee.did()));

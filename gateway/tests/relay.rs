@@ -124,11 +124,8 @@ async fn application_messages_are_not_relayed() {
         .send(
             bob.did(),
             Body::ExecRequest(ExecRequest {
-                capability: "echo".into(),
-                args: serde_json::json!({}),
                 timeout_ms: 1000,
-                stream: false,
-                window: None,
+                ..ExecRequest::new("echo", serde_json::json!({}))
             }),
         )
         .await;

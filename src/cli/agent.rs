@@ -139,6 +139,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub unlisted: bool,
     #[command(flatten)]
+    policy: super::policy::ServePolicyArgs,
+    #[command(flatten)]
     agent: AgentArgs,
 }
 
@@ -166,6 +168,8 @@ pub struct CallArgs {
     /// call's time.
     #[arg(long, short)]
     pub verbose: bool,
+    #[command(flatten)]
+    policy: super::policy::CallPolicyArgs,
     #[command(flatten)]
     agent: AgentArgs,
 }
@@ -303,18 +307,22 @@ pub fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
 
 /// `ioap serve`: a demo agent until SIGTERM or Ctrl-C.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let offered = args.policy.apply(demo::capabilities())?;
+    let capabilities: Vec<_> = offered
+        .iter()
+        .map(|c| c.advertised().name.clone())
+        .collect();
     runtime()?.block_on(async {
-        let builder = args
+        let mut builder = args
             .agent
             .builder()
-            .capabilities(demo::capabilities())
+            .capabilities(offered)
             .on_intent(demo::intent_responder)
             .listed(!args.unlisted);
+        for issuer in &args.policy.trust {
+            builder = builder.trust_grants_from(*issuer);
+        }
         let agent = args.agent.connect(builder).await?;
-        let capabilities: Vec<_> = demo::capabilities()
-            .iter()
-            .map(|c| c.advertised().name.clone())
-            .collect();
         print_json(&json!({
             "did": agent.did(),
             "gateway": args.agent.primary_gateway(),
@@ -339,10 +347,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let did = parse_did(&args.did)?;
     let call_args = read_args(&args.args)?;
+    let timeout = Duration::from_millis(args.timeout);
+    let options = args.policy.options(timeout)?;
     runtime()?.block_on(async {
         let agent = args.agent.connect(args.agent.builder()).await?;
         let peer = agent.peer(did);
-        let timeout = Duration::from_millis(args.timeout);
+        if let (true, Some(trace)) = (args.verbose, options.trace) {
+            eprintln!("trace: {}", trace.trace_id_hex());
+        }
         let started = std::time::Instant::now();
         let mut opened_after = None;
         if args.verbose {
@@ -354,10 +366,10 @@ pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         }
         let called = std::time::Instant::now();
         let outcome = if args.stream {
-            stream(&peer, &args.capability, call_args, timeout).await?
+            stream(&peer, &args.capability, call_args, &options).await?
         } else if let Some(path) = &args.receipt {
             match peer
-                .exec_with_receipt(&args.capability, call_args, timeout)
+                .exec_with_receipt(&args.capability, call_args, &options)
                 .await
             {
                 Ok((value, receipt)) => {
@@ -369,8 +381,7 @@ pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
                 Err(error) => Err(error),
             }
         } else {
-            peer.exec_with_timeout(&args.capability, call_args, timeout)
-                .await
+            peer.exec_with(&args.capability, call_args, &options).await
         };
         let call_time = called.elapsed();
         if let Some(opened_after) = opened_after {
@@ -398,12 +409,9 @@ async fn stream(
     peer: &ioap_client::Peer,
     capability: &str,
     args: Value,
-    timeout: Duration,
+    options: &ioap_client::CallOptions,
 ) -> anyhow::Result<Result<Value, CallError>> {
-    let mut call = match peer
-        .exec_stream_with_timeout(capability, args, timeout)
-        .await
-    {
+    let mut call = match peer.exec_stream_with(capability, args, options).await {
         Ok(call) => call,
         Err(error) => return Ok(Err(error)),
     };

@@ -2,8 +2,10 @@
 //! stderr; failures exit non-zero.
 
 mod agent;
+mod grant;
 mod id;
 mod loadtest;
+mod policy;
 mod receipt;
 
 use std::process::ExitCode;
@@ -42,6 +44,9 @@ pub enum Command {
     Call(agent::CallArgs),
     /// Send an INTENT query to an agent; prints its reply as JSON.
     Intent(agent::IntentArgs),
+    /// Issue, show and check grants that let another agent call a restricted capability.
+    #[command(subcommand)]
+    Grant(grant::GrantCommand),
     /// Check receipts kept by `ioap call --receipt`.
     #[command(subcommand)]
     Receipt(receipt::ReceiptCommand),
@@ -65,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => agent::serve(args),
         Command::Call(args) => agent::call(args),
         Command::Intent(args) => agent::intent(args),
+        Command::Grant(command) => grant::run(command),
         Command::Receipt(command) => receipt::run(command),
         Command::Loadtest(args) => loadtest::loadtest(args),
         Command::Completions { shell } => {

@@ -18,7 +18,9 @@ use tracing::{debug, info};
 use crate::core::AgentCore;
 use crate::error::{CallError, SetupError};
 use crate::link::{Command, LinkHandle};
-use crate::machine::{CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, PartStatus};
+use crate::machine::{
+    CallEvent, LinkConfig, LinkEnd, LinkEvent, LinkMachine, PartStatus, ServeRequest,
+};
 use crate::negotiation::{Negotiation, Step};
 use crate::relayed::Relayed;
 use crate::rtc::{Candidate, RtcEvent, RtcPeer, RtcState};
@@ -70,8 +72,8 @@ struct Driver {
     handle: LinkHandle,
     /// Where each call's events go.
     calls: HashMap<MessageId, mpsc::UnboundedSender<CallEvent>>,
-    /// The handler task serving each of the peer's requests.
-    serving: HashMap<MessageId, AbortHandle>,
+    /// The task serving each of the peer's requests, and its idempotency key if it has one.
+    serving: HashMap<MessageId, (AbortHandle, Option<String>)>,
     /// Handlers waiting for credit to send a part.
     waiting_parts: HashMap<MessageId, oneshot::Sender<bool>>,
     /// The signed texts kept for calls that asked for a receipt.
@@ -492,6 +494,10 @@ impl Driver {
                 let _ = reply.send(path);
             }
             #[cfg(feature = "test-hooks")]
+            Command::Break => attempt
+                .machine
+                .end(LinkEnd::Failed(lost("the link was broken for a test"))),
+            #[cfg(feature = "test-hooks")]
             Command::Raw(text) => {
                 if let Err(error) = attempt.rtc.send(text).await {
                     debug!(peer = %self.remote, %error, "raw message not sent");
@@ -602,9 +608,22 @@ impl Driver {
                 }
             }
             LinkEvent::Serve { id, request } => {
+                let key = match &request {
+                    ServeRequest::Exec { request, .. } => request.idempotency_key.clone(),
+                    ServeRequest::Intent { .. } => None,
+                };
                 let abort =
                     spawn_handler(&self.core, self.handle.clone(), self.remote, id, request);
-                self.serving.insert(id, abort);
+                self.serving.insert(id, (abort, key));
+            }
+            LinkEvent::CancelledByPeer { id } => {
+                if let Some((_, Some(key))) = self.serving.get(&id) {
+                    self.core
+                        .operations
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .cancel(self.remote, key);
+                }
             }
             LinkEvent::PartSent { id } => {
                 if let Some(sent) = self.waiting_parts.remove(&id) {
@@ -613,7 +632,7 @@ impl Driver {
             }
             LinkEvent::StopServing { id } => {
                 self.waiting_parts.remove(&id);
-                if let Some(task) = self.serving.remove(&id) {
+                if let Some((task, _)) = self.serving.remove(&id) {
                     task.abort();
                 }
             }

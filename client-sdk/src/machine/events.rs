@@ -90,6 +90,9 @@ pub(crate) enum LinkEvent {
     PartSent { id: MessageId },
     /// Stop the handler of `id` (cancelled, timed out, or the link ended).
     StopServing { id: MessageId },
+    /// The peer sent CANCEL for `id` (`StopServing` follows): an operation with an
+    /// idempotency key stops for good rather than running on for a repeat.
+    CancelledByPeer { id: MessageId },
     /// A message from the peer was dropped.
     Refused,
     /// A heartbeat PING went out.

@@ -10,8 +10,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use ioap_protocol::payload::{
-    Cancel, Credit, ErrorPayload, ExecRequest, ExecResponse, ExecStatus, FEATURE_CANCEL,
-    FEATURE_CHUNKS, FEATURE_FLOW, Features, Intent, IntentReply, MAX_EXEC_TIMEOUT_MS, Ping,
+    Cancel, Credit, ErrorPayload, ExecRequest, ExecResponse, ExecStatus, Intent, IntentReply,
+    MAX_EXEC_TIMEOUT_MS, Ping,
 };
 use ioap_protocol::{Body, Envelope, ErrorCode, MessageId};
 use serde_json::Value;
@@ -21,8 +21,10 @@ use super::events::{CallEvent, LinkEnd, LinkEvent, ServeRequest, Transmit};
 use super::serving::{PartPlan, Served, ServedKind, ServedRequests};
 use crate::error::CallError;
 
+mod extras;
 mod oversize;
 
+pub(crate) use extras::ExecExtras;
 pub(crate) use oversize::{Unsent, UnsentCause};
 
 /// How long the callee serves an INTENT (callers wait as long by default).
@@ -51,6 +53,8 @@ pub(crate) enum CallSpec {
         capability: String,
         args: Value,
         stream: bool,
+        /// 1.5 fields: idempotency key, trace context, grants.
+        extras: Box<ExecExtras>,
     },
     /// An INTENT query or task.
     Intent(Intent),
@@ -97,12 +101,15 @@ enum State {
     Ended(LinkEnd),
 }
 
-/// The peer's 1.1 features, as its FEATURES announced them.
+/// The peer's 1.x features, as its FEATURES announced them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct PeerFeatures {
     flow: bool,
     cancel: bool,
     chunks: bool,
+    idempotency: bool,
+    trace: bool,
+    grants: bool,
 }
 
 /// One link's state.
@@ -213,14 +220,7 @@ impl LinkMachine {
         }
         self.ping_out = Some((0, now));
         self.hello_sent = true;
-        let features = Features {
-            features: vec![
-                FEATURE_FLOW.into(),
-                FEATURE_CANCEL.into(),
-                FEATURE_CHUNKS.into(),
-            ],
-        };
-        self.send(Body::Features(features), None);
+        self.send(Body::Features(extras::ours()), None);
         self.send(Body::Ping(Ping { sequence: 0 }), None);
     }
 
@@ -230,11 +230,7 @@ impl LinkMachine {
             State::Ended(_) => {}
             State::Setup { .. } => match envelope.body {
                 Body::Features(features) => {
-                    self.peer = PeerFeatures {
-                        flow: features.has(FEATURE_FLOW),
-                        cancel: features.has(FEATURE_CANCEL),
-                        chunks: features.has(FEATURE_CHUNKS),
-                    };
+                    self.peer = PeerFeatures::from_announced(&features);
                 }
                 Body::Ping(ping) => {
                     // The peer's PING may come before our channel-open event.
@@ -412,6 +408,7 @@ impl LinkMachine {
                 capability,
                 args,
                 stream,
+                extras,
             } => {
                 let window = (stream && self.peer.flow).then_some(self.config.window);
                 // Rounded up: the callee's deadline (its receipt + timeout_ms) is never before
@@ -426,6 +423,7 @@ impl LinkMachine {
                     .clamp(1, MAX_EXEC_TIMEOUT_MS);
                 request.stream = stream;
                 request.window = window;
+                self.add_extras(&mut request, *extras)?;
                 let flow = window.map(|window| Flow {
                     window,
                     granted: window,
@@ -433,7 +431,10 @@ impl LinkMachine {
                 });
                 (Body::ExecRequest(request), CallKind::Exec { stream }, flow)
             }
-            CallSpec::Intent(intent) => (Body::Intent(intent), CallKind::Intent, None),
+            CallSpec::Intent(mut intent) => {
+                self.fit_intent(&mut intent);
+                (Body::Intent(intent), CallKind::Intent, None)
+            }
         };
         self.sent_since_tick = true;
         self.transmits.push_back(Transmit {
@@ -640,6 +641,10 @@ impl LinkMachine {
         outcome: ServeOutcome,
     ) {
         let execution_time_ms = elapsed_ms(now, started);
+        let outcome = match outcome {
+            ServeOutcome::Failed(error) => ServeOutcome::Failed(self.readable_error(error)),
+            other => other,
+        };
         let mismatch = || {
             ErrorPayload::new(
                 ErrorCode::InternalError,
@@ -694,6 +699,7 @@ impl LinkMachine {
     fn stop_serving(&mut self, id: MessageId) {
         if let Some(served) = self.served.remove(&id) {
             self.timers.remove(&(served.deadline, Timer::Served(id)));
+            self.events.push_back(LinkEvent::CancelledByPeer { id });
             self.events.push_back(LinkEvent::StopServing { id });
         }
     }

@@ -12,6 +12,6 @@ mod tests;
 
 pub(crate) use events::{CallEvent, LinkEnd, LinkEvent, ServeRequest, Transmit};
 pub(crate) use link::{
-    CallSpec, LinkConfig, LinkMachine, PartStatus, ServeOutcome, Unsent, UnsentCause,
+    CallSpec, ExecExtras, LinkConfig, LinkMachine, PartStatus, ServeOutcome, Unsent, UnsentCause,
 };
 pub(crate) use links::{LinkIndex, Route};

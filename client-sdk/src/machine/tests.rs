@@ -14,6 +14,7 @@ use super::link::INTENT_DEADLINE;
 use super::*;
 use crate::error::{CallError, SetupError};
 
+mod extras;
 mod oversize;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -150,6 +151,7 @@ impl Pair {
             capability: capability.into(),
             args: json!({}),
             stream,
+            extras: Box::default(),
         };
         self.a
             .machine
@@ -566,6 +568,7 @@ fn the_callee_bounds_what_it_serves_and_the_caller_what_it_calls() {
         capability: "x".into(),
         args: Value::Null,
         stream: false,
+        extras: Box::default(),
     };
     let (first, second) = (pair.id(), pair.id());
     pair.a

@@ -60,6 +60,14 @@ impl ExecRequest {
             grants: Vec::new(),
         }
     }
+
+    /// What requests with one idempotency key must agree on (§11.10): the SHA-256 of the
+    /// canonical JSON of `{"capability", "args"}`.
+    pub fn operation_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let operation = serde_json::json!({"capability": self.capability, "args": self.args});
+        Sha256::digest(crate::signing::canonicalize(&operation)).into()
+    }
 }
 
 /// Longest idempotency key, in bytes.
