@@ -4,27 +4,11 @@
 
 mod serving;
 
-use serving::serve;
+use serving::{ioap, serve};
 
-use std::time::Duration;
 
 use ioap_gateway::{Gateway, GatewayConfig};
-use serde_json::{Value, json};
-use tokio::process::Command;
-
-/// `ioap args…`: exit status and the JSON it printed.
-async fn ioap(args: &[&str]) -> (i32, Value, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(30),
-        Command::new(env!("CARGO_BIN_EXE_ioap")).args(args).output(),
-    )
-    .await
-    .expect("in time")
-    .expect("run ioap");
-    let stdout = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output.status.code().unwrap_or(-1), stdout, stderr)
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_verifies_and_one_changed_byte_does_not() {
