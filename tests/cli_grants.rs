@@ -54,37 +54,83 @@ async fn an_allowlist_and_a_grant_chain_of_depth_two_admit_and_nothing_else_does
     let allow = format!("sum={listed}");
     let (_server, did) = serve(
         &gateway,
-        &["--key", &callee_key, "--allow", &allow, "--trust", &authority],
+        &[
+            "--key",
+            &callee_key,
+            "--allow",
+            &allow,
+            "--trust",
+            &authority,
+        ],
     )
     .await;
     assert_eq!(did.to_string(), callee);
 
     // The allowlist admits its DID, refuses another key; open capabilities stay open.
     let args = r#"{"values":[1,2]}"#;
-    assert_eq!(call_sum(&url, &callee, &listed_key, args, &[]).await, (0, json!(3.0)));
+    assert_eq!(
+        call_sum(&url, &callee, &listed_key, args, &[]).await,
+        (0, json!(3.0))
+    );
     let (code, printed) = call_sum(&url, &callee, &delegate_key, args, &[]).await;
     assert_eq!(code, 1);
     assert!(forbidden(&printed), "{printed}");
-    let echo = ["call", &callee, "echo", "7", "--gateway", &url, "--key", &delegate_key];
+    let echo = [
+        "call",
+        &callee,
+        "echo",
+        "7",
+        "--gateway",
+        &url,
+        "--key",
+        &delegate_key,
+    ];
     assert_eq!(ioap(&echo).await.1, json!(7));
 
     // Depth 2: the trusted authority lets `listed` call sum; `listed` delegates to
     // `delegate`, pinning the values.
     let root = issue(&[
-        "--key", &authority_key, "--subject", &listed, "--audience", &callee,
-        "--capability", "sum", "--expires-in", "1h",
+        "--key",
+        &authority_key,
+        "--subject",
+        &listed,
+        "--audience",
+        &callee,
+        "--capability",
+        "sum",
+        "--expires-in",
+        "1h",
     ])
     .await;
     let root_file = write(&dir.path().join("root.json"), &root);
     let chain = issue(&[
-        "--key", &listed_key, "--subject", &delegate, "--parent", &root_file,
-        "--args", r#"{"values":[1,2]}"#, "--expires-in", "10m",
+        "--key",
+        &listed_key,
+        "--subject",
+        &delegate,
+        "--parent",
+        &root_file,
+        "--args",
+        r#"{"values":[1,2]}"#,
+        "--expires-in",
+        "10m",
     ])
     .await;
     let chain_file = write(&dir.path().join("chain.json"), &chain);
     let (code, verified, err) = ioap(&[
-        "grant", "verify", &chain_file, "--caller", &delegate, "--callee", &callee,
-        "--capability", "sum", "--args", args, "--trust", &authority,
+        "grant",
+        "verify",
+        &chain_file,
+        "--caller",
+        &delegate,
+        "--callee",
+        &callee,
+        "--capability",
+        "sum",
+        "--args",
+        args,
+        "--trust",
+        &authority,
     ])
     .await;
     assert_eq!((code, &verified["grants"]), (0, &json!(2)), "{err}");
@@ -94,7 +140,8 @@ async fn an_allowlist_and_a_grant_chain_of_depth_two_admit_and_nothing_else_does
         (0, json!(3.0))
     );
     // Beyond what it pins, or in another's hands, the chain admits nothing.
-    let (code, printed) = call_sum(&url, &callee, &delegate_key, r#"{"values":[5]}"#, &granted).await;
+    let (code, printed) =
+        call_sum(&url, &callee, &delegate_key, r#"{"values":[5]}"#, &granted).await;
     assert!(code == 1 && forbidden(&printed), "{printed}");
     let (_, stranger) = new_identity(dir.path(), "stranger").await;
     let stranger_key = dir.path().join("stranger.pem").display().to_string();
@@ -103,20 +150,44 @@ async fn an_allowlist_and_a_grant_chain_of_depth_two_admit_and_nothing_else_does
 
     // Expired: issued for 0 s.
     let expired = issue(&[
-        "--key", &callee_key, "--subject", &delegate, "--audience", &callee,
-        "--capability", "sum", "--expires-in", "0",
+        "--key",
+        &callee_key,
+        "--subject",
+        &delegate,
+        "--audience",
+        &callee,
+        "--capability",
+        "sum",
+        "--expires-in",
+        "0",
     ])
     .await;
     let expired_file = write(&dir.path().join("expired.json"), &expired);
-    let (code, printed) =
-        call_sum(&url, &callee, &delegate_key, args, &["--grant", &expired_file]).await;
+    let (code, printed) = call_sum(
+        &url,
+        &callee,
+        &delegate_key,
+        args,
+        &["--grant", &expired_file],
+    )
+    .await;
     assert!(code == 1 && forbidden(&printed), "{printed}");
     let (code, refused, _) = ioap(&[
-        "grant", "verify", &expired_file, "--caller", &delegate, "--callee", &callee,
-        "--capability", "sum",
+        "grant",
+        "verify",
+        &expired_file,
+        "--caller",
+        &delegate,
+        "--callee",
+        &callee,
+        "--capability",
+        "sum",
     ])
     .await;
-    assert_eq!((code, &refused["error"]["code"]), (1, &json!("INVALID_GRANT")));
+    assert_eq!(
+        (code, &refused["error"]["code"]),
+        (1, &json!("INVALID_GRANT"))
+    );
 
     // Over-broad: a delegation that outlives its parent, signed by the rightful delegator
     // (`ioap grant issue` would not make one; the SDK will, to show the callee refuses it).
@@ -135,10 +206,19 @@ async fn an_allowlist_and_a_grant_chain_of_depth_two_admit_and_nothing_else_does
     );
     let broad = serde_json::to_value([&root_grant[0], &wider]).expect("JSON");
     let broad_file = write(&dir.path().join("broad.json"), &broad);
-    let (code, printed) =
-        call_sum(&url, &callee, &delegate_key, args, &["--grant", &broad_file]).await;
+    let (code, printed) = call_sum(
+        &url,
+        &callee,
+        &delegate_key,
+        args,
+        &["--grant", &broad_file],
+    )
+    .await;
     assert!(code == 1 && forbidden(&printed), "{printed}");
     let (code, refused, _) = ioap(&["grant", "verify", &broad_file]).await;
-    assert_eq!((code, &refused["error"]["code"]), (1, &json!("INVALID_GRANT")));
+    assert_eq!(
+        (code, &refused["error"]["code"]),
+        (1, &json!("INVALID_GRANT"))
+    );
     gateway.shutdown().await;
 }

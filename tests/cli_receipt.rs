@@ -6,7 +6,6 @@ mod serving;
 
 use serving::{ioap, serve};
 
-
 use ioap_gateway::{Gateway, GatewayConfig};
 use serde_json::json;
 

@@ -20,7 +20,10 @@ async fn logged(served: &Served, needles: &[&str]) -> String {
         if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
             return line.to_owned();
         }
-        assert!(Instant::now() < until, "no line with {needles:?} in:\n{log}");
+        assert!(
+            Instant::now() < until,
+            "no line with {needles:?} in:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -36,7 +39,16 @@ async fn a_call_through_two_agents_shares_one_trace_id() {
     let (b_did, c_did) = (b.did.to_string(), c.did.to_string());
 
     let args = json!({"to": c_did, "capability": "echo", "args": "hello"}).to_string();
-    let (code, out, err) = ioap(&["call", &b_did, "forward", &args, "--verbose", "--gateway", &url]).await;
+    let (code, out, err) = ioap(&[
+        "call",
+        &b_did,
+        "forward",
+        &args,
+        "--verbose",
+        "--gateway",
+        &url,
+    ])
+    .await;
     assert_eq!((code, out), (0, json!("hello")), "{err}");
     let trace_id = err
         .lines()
@@ -45,7 +57,11 @@ async fn a_call_through_two_agents_shares_one_trace_id() {
         .to_owned();
     assert_eq!(trace_id.len(), 32);
     let needle = format!("trace_id={trace_id}");
-    let at_b = logged(&b, &["ioap.serve", &needle, "call served", "outcome=\"ok\""]).await;
+    let at_b = logged(
+        &b,
+        &["ioap.serve", &needle, "call served", "outcome=\"ok\""],
+    )
+    .await;
     assert!(at_b.contains("capability=\"forward\""), "{at_b}");
     let at_c = logged(&c, &["ioap.serve", &needle, "call served"]).await;
     assert!(at_c.contains("capability=\"echo\""), "{at_c}");
@@ -54,8 +70,22 @@ async fn a_call_through_two_agents_shares_one_trace_id() {
 
     // A caller-given trace is continued.
     let given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let (code, _, err) = ioap(&["call", &c_did, "echo", "1", "--traceparent", given, "--gateway", &url]).await;
+    let (code, _, err) = ioap(&[
+        "call",
+        &c_did,
+        "echo",
+        "1",
+        "--traceparent",
+        given,
+        "--gateway",
+        &url,
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
-    logged(&c, &["trace_id=0af7651916cd43dd8448eb211c80319c", "call served"]).await;
+    logged(
+        &c,
+        &["trace_id=0af7651916cd43dd8448eb211c80319c", "call served"],
+    )
+    .await;
     gateway.shutdown().await;
 }

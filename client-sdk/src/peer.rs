@@ -572,14 +572,6 @@ impl Stream for ExecStream {
     }
 }
 
-impl Drop for ExecStream {
-    fn drop(&mut self) {
-        if let Some(trace) = self.trace.take() {
-            trace.finish(Some(CallError::Cancelled.code()));
-        }
-    }
-}
-
 /// Cancels the call on the callee if the caller stops waiting before its end.
 struct CallGuard {
     link: LinkHandle,

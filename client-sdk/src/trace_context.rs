@@ -5,7 +5,8 @@
 //! Spans: `ioap.call` (target `ioap_client::calls`, outgoing) and `ioap.serve` (incoming),
 //! each with `trace_id`, `span_id`, `parent_id`, the peer's DID and the capability (or
 //! `intent`); when the call ends an INFO event `call ended` / `call served` in the span gives
-//! `outcome` (`ok` or the error code) and `duration_ms`.
+//! `outcome` (`ok`, the error code, or `stopped` for a call abandoned before its end: dropped
+//! by its caller, or served on a link that ended) and `duration_ms`.
 
 use std::time::Instant;
 
@@ -30,6 +31,7 @@ pub(crate) struct CallTrace {
     span: Span,
     started: Instant,
     served: bool,
+    finished: bool,
 }
 
 impl CallTrace {
@@ -55,6 +57,7 @@ impl CallTrace {
             span,
             started: Instant::now(),
             served: false,
+            finished: false,
         }
     }
 
@@ -86,14 +89,26 @@ impl CallTrace {
     }
 
     /// The call ended: `None` for success, or its error code.
-    pub(crate) fn finish(&self, failure: Option<ErrorCode>) {
-        let outcome = failure.map_or("ok", ErrorCode::as_str);
+    pub(crate) fn finish(mut self, failure: Option<ErrorCode>) {
+        self.log(failure.map_or("ok", ErrorCode::as_str));
+    }
+
+    fn log(&mut self, outcome: &str) {
+        self.finished = true;
         let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
         let _entered = self.span.enter();
         if self.served {
             info!(target: "ioap_client::calls", outcome, duration_ms, "call served");
         } else {
             info!(target: "ioap_client::calls", outcome, duration_ms, "call ended");
+        }
+    }
+}
+
+impl Drop for CallTrace {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.log("stopped");
         }
     }
 }

@@ -128,7 +128,9 @@ impl Net {
         ns
     }
 
-    fn exec(&self, ns: &str, program: &str, args: &[&str]) {
+    /// Runs `program args…` in `ns`; fails the test if it fails (a rule added this way lives
+    /// as long as the network).
+    pub fn exec(&self, ns: &str, program: &str, args: &[&str]) {
         let mut full = vec!["netns", "exec", ns, program];
         full.extend_from_slice(args);
         run("ip", &full);
@@ -269,6 +271,33 @@ impl Net {
             .unwrap_or_else(|e| panic!("{program}: {e}"));
         self.children.push(child);
         self.children.last_mut().expect("just pushed")
+    }
+
+    /// Waits up to `within` for the spawned process `pid` to end; its status, or `None` if it
+    /// is still running.
+    #[allow(dead_code)]
+    pub fn wait_for_exit(
+        &mut self,
+        pid: u32,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.children.iter_mut().find(|c| c.id() == pid)?;
+        let until = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the processes spawned in `ns` wrote on stderr so far.
+    #[allow(dead_code)]
+    pub fn log(&self, ns: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(format!("{ns}.log"))).unwrap_or_default()
     }
 
     /// Runs `program args…` in `ns` to completion: exit code, stdout, stderr.
