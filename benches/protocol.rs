@@ -76,5 +76,40 @@ fn protocol(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, protocol);
+/// Checking a grant chain as a callee does for each call to a restricted capability.
+fn grants(c: &mut Criterion) {
+    use ioap_protocol::grant::{self, Grant, GrantTerms, GrantedCall};
+    use ioap_protocol::samples::{alice, bob, example_time};
+    let (callee, caller) = (bob(), alice());
+    let middle = ioap_protocol::Identity::from_seed(&[7; 32]);
+    let terms = |subject| GrantTerms {
+        subject,
+        audience: callee.did(),
+        capability: "sum".into(),
+        expires: example_time().saturating_add(std::time::Duration::from_secs(3600)),
+        args: None,
+    };
+    let direct = vec![Grant::issue(&callee, terms(caller.did()), None)];
+    let root = Grant::issue(&callee, terms(middle.did()), None);
+    let leaf = Grant::issue(&middle, terms(caller.did()), Some(&root));
+    let delegated = vec![root, leaf];
+    let args = serde_json::json!({"values": [1, 2]});
+    let (callee_did, caller_did) = (callee.did(), caller.did());
+    let call = GrantedCall {
+        caller: &caller_did,
+        callee: &callee_did,
+        capability: "sum",
+        args: &args,
+        now: example_time(),
+    };
+    let mut group = c.benchmark_group("grant");
+    for (name, chain) in [("admits_depth_1", &direct), ("admits_depth_2", &delegated)] {
+        group.bench_function(name, |b| {
+            b.iter(|| grant::admits(black_box(chain), &call, &|_| false).expect("admits"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, protocol, grants);
 criterion_main!(benches);

@@ -75,6 +75,7 @@ pub struct AgentBuilder {
     retry_first_connect: bool,
     ca_files: Vec<PathBuf>,
     idempotency: IdempotencyLimits,
+    spans: Option<crate::trace_context::SpanSink>,
 }
 
 impl AgentBuilder {
@@ -94,6 +95,7 @@ impl AgentBuilder {
             retry_first_connect: false,
             ca_files: Vec::new(),
             idempotency: IdempotencyLimits::default(),
+            spans: None,
         }
     }
 
@@ -200,6 +202,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Also exports the span of every call this agent makes or serves with `exporter`
+    /// (PROTOCOL_DESIGN.md §11.8; OTLP over HTTP).
+    #[cfg(feature = "otlp")]
+    pub fn export_spans(mut self, exporter: &crate::otlp::OtlpExporter) -> Self {
+        self.spans = Some(exporter.sink());
+        self
+    }
+
     /// Answers INTENTs with `handler` (default: every intent declined).
     pub fn on_intent<F, Fut>(mut self, handler: F) -> Self
     where
@@ -257,6 +267,7 @@ impl AgentBuilder {
             refusals: Refusals::default(),
             heartbeats_sent: AtomicU64::new(0),
             operations: std::sync::Mutex::new(Operations::new(self.idempotency)),
+            spans: self.spans,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });

@@ -179,6 +179,8 @@ pub(crate) struct AgentCore {
     pub(crate) refusals: Refusals,
     /// Heartbeat PINGs sent on idle links.
     pub(crate) heartbeats_sent: AtomicU64,
+    /// Where ended calls' spans go, when an exporter is set (the `otlp` feature).
+    pub(crate) spans: Option<crate::trace_context::SpanSink>,
     /// The idempotency keys held as a callee.
     pub(crate) operations: std::sync::Mutex<crate::operations::Operations>,
     /// Cancelled when the agent closes or is dropped.

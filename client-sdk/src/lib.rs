@@ -49,6 +49,8 @@ mod link;
 mod machine;
 mod negotiation;
 mod operations;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod peer;
 mod relayed;
 pub mod rtc;
@@ -76,6 +78,8 @@ pub use ioap_protocol::trace::TraceParent;
 pub use ioap_protocol::{Did, ErrorCode, Identity};
 pub use link::{DEFAULT_MAX_MESSAGE_BYTES, LinkLimits};
 pub use operations::IdempotencyLimits;
+#[cfg(feature = "otlp")]
+pub use otlp::{OTLP_QUEUE, OtlpError, OtlpExporter};
 pub use peer::{ExecStream, Peer, StreamItem};
 pub use rtc::{
     CandidateKind, ENGINE_ENV, Engine, IceServer, IceServerCheck, LinkPath, PathKind, RtcSettings,

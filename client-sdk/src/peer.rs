@@ -214,8 +214,12 @@ impl Peer {
     ) -> Result<(Value, Option<Box<Receipt>>), CallError> {
         let timeout = options.timeout.unwrap_or(self.core.settings.call_timeout);
         let deadline = self.deadline(timeout);
-        let trace =
-            CallTrace::outgoing(self.did, capability, options.trace.or_else(inherited_trace));
+        let trace = CallTrace::outgoing(
+            self.did,
+            capability,
+            options.trace.or_else(inherited_trace),
+            self.core.spans.clone(),
+        );
         let key = options.key();
         let mut pauses = retry_pauses();
         let mut args = Some(args);
@@ -282,8 +286,12 @@ impl Peer {
     ) -> Result<ExecStream, CallError> {
         let timeout = options.timeout.unwrap_or(self.core.settings.call_timeout);
         let deadline = self.deadline(timeout);
-        let trace =
-            CallTrace::outgoing(self.did, capability, options.trace.or_else(inherited_trace));
+        let trace = CallTrace::outgoing(
+            self.did,
+            capability,
+            options.trace.or_else(inherited_trace),
+            self.core.spans.clone(),
+        );
         let key = options.idempotency_key.clone();
         let spec = exec_spec(capability, args, true, key, options, &trace);
         let started = self
@@ -338,7 +346,12 @@ impl Peer {
     /// Sends an INTENT (a query or a task) and waits for the peer's reply, up to the default
     /// call timeout.
     pub async fn intent(&self, mut intent: Intent) -> Result<IntentReply, CallError> {
-        let trace = CallTrace::outgoing(self.did, "intent", inherited_trace());
+        let trace = CallTrace::outgoing(
+            self.did,
+            "intent",
+            inherited_trace(),
+            self.core.spans.clone(),
+        );
         let Some((traceparent, _)) = intent.trace_context_mut() else {
             return Err(CallError::protocol(
                 "a reply is sent by the SDK, not requested",

@@ -63,6 +63,7 @@ pub(crate) fn spawn_handler(
                     caller,
                     &request.capability,
                     request.traceparent.as_deref(),
+                    own.spans.clone(),
                 );
                 let serving = Serving {
                     deadline,
@@ -76,7 +77,12 @@ pub(crate) fn spawn_handler(
             }
             ServeRequest::Intent { intent, deadline } => {
                 let traceparent = intent_traceparent(&intent);
-                let trace = CallTrace::incoming(caller, "intent", traceparent.as_deref());
+                let trace = CallTrace::incoming(
+                    caller,
+                    "intent",
+                    traceparent.as_deref(),
+                    own.spans.clone(),
+                );
                 let serving = Serving {
                     deadline,
                     trace: trace.context(),

@@ -6,12 +6,14 @@
 //! each with `trace_id`, `span_id`, `parent_id`, the peer's DID and the capability (or
 //! `intent`); when the call ends an INFO event `call ended` / `call served` in the span gives
 //! `outcome` (`ok`, the error code, or `stopped` for a call abandoned before its end: dropped
-//! by its caller, or served on a link that ended) and `duration_ms`.
+//! by its caller, or served on a link that ended) and `duration_ms`. With a span sink (the
+//! `otlp` feature's exporter) each ended call is also handed over as a [`FinishedSpan`].
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use ioap_protocol::trace::TraceParent;
 use ioap_protocol::{Did, ErrorCode};
+use tokio::sync::mpsc;
 use tracing::{Span, info, info_span};
 
 /// A new random span id.
@@ -19,8 +21,46 @@ fn span_id() -> [u8; 8] {
     TraceParent::random().parent_id
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a span is a call made or a call served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpanKind {
+    Call,
+    Serve,
+}
+
+/// An ended call, for an exporter.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+pub(crate) struct FinishedSpan {
+    pub(crate) kind: SpanKind,
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) span_id: [u8; 8],
+    pub(crate) parent_id: Option<[u8; 8]>,
+    pub(crate) peer: Did,
+    pub(crate) capability: String,
+    pub(crate) outcome: &'static str,
+    pub(crate) started: SystemTime,
+    pub(crate) ended: SystemTime,
+}
+
+/// Where ended calls go (bounded; a full queue counts the span as dropped).
+#[derive(Debug, Clone)]
+pub(crate) struct SpanSink {
+    pub(crate) queue: mpsc::Sender<FinishedSpan>,
+    pub(crate) dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SpanSink {
+    fn hand_over(&self, span: FinishedSpan) {
+        if self.queue.try_send(span).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// One traced call, made or served.
@@ -28,54 +68,85 @@ fn hex(bytes: &[u8]) -> String {
 pub(crate) struct CallTrace {
     /// The trace, with this call's span as the parent of what follows it.
     context: TraceParent,
+    parent_id: Option<[u8; 8]>,
+    kind: SpanKind,
+    peer: Did,
+    capability: String,
     span: Span,
     started: Instant,
-    served: bool,
+    started_wall: SystemTime,
+    sink: Option<SpanSink>,
     finished: bool,
 }
 
 impl CallTrace {
     /// A call we make to `peer`: continues `parent` (given, or the handler's we run in), or
     /// starts a new trace.
-    pub(crate) fn outgoing(peer: Did, what: &str, parent: Option<TraceParent>) -> Self {
-        let (parent, parent_hex) = match parent {
-            Some(parent) => (parent, hex(&parent.parent_id)),
-            None => (TraceParent::random(), String::new()),
-        };
-        let context = parent.with_parent(span_id());
-        let span = info_span!(
-            target: "ioap_client::calls",
-            "ioap.call",
-            %peer,
-            capability = what,
-            trace_id = %context.trace_id_hex(),
-            span_id = %hex(&context.parent_id),
-            parent_id = %parent_hex,
-        );
-        CallTrace {
-            context,
-            span,
-            started: Instant::now(),
-            served: false,
-            finished: false,
-        }
+    pub(crate) fn outgoing(
+        peer: Did,
+        what: &str,
+        parent: Option<TraceParent>,
+        sink: Option<SpanSink>,
+    ) -> Self {
+        CallTrace::new(SpanKind::Call, peer, what, parent, sink)
     }
 
     /// A call `caller` made to us with `traceparent` (if it sent a well-formed one).
-    pub(crate) fn incoming(caller: Did, what: &str, traceparent: Option<&str>) -> Self {
+    pub(crate) fn incoming(
+        caller: Did,
+        what: &str,
+        traceparent: Option<&str>,
+        sink: Option<SpanSink>,
+    ) -> Self {
         let parent = traceparent.and_then(|text| text.parse::<TraceParent>().ok());
-        let mut trace = CallTrace::outgoing(caller, what, parent);
-        trace.span = info_span!(
-            target: "ioap_client::calls",
-            "ioap.serve",
-            %caller,
-            capability = what,
-            trace_id = %trace.context.trace_id_hex(),
-            span_id = %hex(&trace.context.parent_id),
-            parent_id = %parent.map(|p| hex(&p.parent_id)).unwrap_or_default(),
-        );
-        trace.served = true;
-        trace
+        CallTrace::new(SpanKind::Serve, caller, what, parent, sink)
+    }
+
+    fn new(
+        kind: SpanKind,
+        peer: Did,
+        what: &str,
+        parent: Option<TraceParent>,
+        sink: Option<SpanSink>,
+    ) -> Self {
+        let parent_id = parent.map(|p| p.parent_id);
+        let context = parent
+            .unwrap_or_else(TraceParent::random)
+            .with_parent(span_id());
+        let (trace_id, own_id) = (context.trace_id_hex(), hex(&context.parent_id));
+        let parent_hex = parent_id.map(|p| hex(&p)).unwrap_or_default();
+        let span = match kind {
+            SpanKind::Call => info_span!(
+                target: "ioap_client::calls",
+                "ioap.call",
+                %peer,
+                capability = what,
+                trace_id = %trace_id,
+                span_id = %own_id,
+                parent_id = %parent_hex,
+            ),
+            SpanKind::Serve => info_span!(
+                target: "ioap_client::calls",
+                "ioap.serve",
+                caller = %peer,
+                capability = what,
+                trace_id = %trace_id,
+                span_id = %own_id,
+                parent_id = %parent_hex,
+            ),
+        };
+        CallTrace {
+            context,
+            parent_id,
+            kind,
+            peer,
+            capability: what.to_owned(),
+            span,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            sink,
+            finished: false,
+        }
     }
 
     /// The `traceparent` that names this call's span as the parent.
@@ -93,14 +164,32 @@ impl CallTrace {
         self.log(failure.map_or("ok", ErrorCode::as_str));
     }
 
-    fn log(&mut self, outcome: &str) {
+    fn log(&mut self, outcome: &'static str) {
         self.finished = true;
         let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
-        let _entered = self.span.enter();
-        if self.served {
-            info!(target: "ioap_client::calls", outcome, duration_ms, "call served");
-        } else {
-            info!(target: "ioap_client::calls", outcome, duration_ms, "call ended");
+        {
+            let _entered = self.span.enter();
+            match self.kind {
+                SpanKind::Serve => {
+                    info!(target: "ioap_client::calls", outcome, duration_ms, "call served");
+                }
+                SpanKind::Call => {
+                    info!(target: "ioap_client::calls", outcome, duration_ms, "call ended");
+                }
+            }
+        }
+        if let Some(sink) = &self.sink {
+            sink.hand_over(FinishedSpan {
+                kind: self.kind,
+                trace_id: self.context.trace_id,
+                span_id: self.context.parent_id,
+                parent_id: self.parent_id,
+                peer: self.peer,
+                capability: std::mem::take(&mut self.capability),
+                outcome,
+                started: self.started_wall,
+                ended: SystemTime::now(),
+            });
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct AgentArgs {
     /// results over 64 KiB travel in pieces; larger ones are refused with TOO_LARGE.
     #[arg(long, value_name = "BYTES", default_value_t = ioap_client::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Export the span of every call made or served to this OpenTelemetry collector (OTLP
+    /// over HTTP, e.g. http://127.0.0.1:4318).
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `--gateway-relay`.
@@ -103,6 +107,15 @@ impl AgentArgs {
         builder
             .gateway_relay(self.gateway_relay.into())
             .max_message_bytes(self.max_message_bytes)
+    }
+
+    /// The span exporter `--otlp-endpoint` asks for; inside the runtime.
+    fn exporter(&self, role: &str) -> anyhow::Result<Option<ioap_client::OtlpExporter>> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(|url| ioap_client::OtlpExporter::new(url, format!("ioap {role}")))
+            .transpose()
+            .context("--otlp-endpoint")
     }
 
     /// Registers, or reports why not (`{"error":…}` on stdout, the cause on stderr).
@@ -313,6 +326,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(|c| c.advertised().name.clone())
         .collect();
     runtime()?.block_on(async {
+        let exporter = args.agent.exporter("serve")?;
         let mut builder = args
             .agent
             .builder()
@@ -321,6 +335,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .listed(!args.unlisted);
         for issuer in &args.policy.trust {
             builder = builder.trust_grants_from(*issuer);
+        }
+        if let Some(exporter) = &exporter {
+            builder = builder.export_spans(exporter);
         }
         let agent = args.agent.connect(builder).await?;
         print_json(&json!({
@@ -339,6 +356,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("serving as {}; Ctrl-C to stop", agent.did());
         ioap_gateway::termination().await;
         agent.close().await;
+        if let Some(exporter) = exporter {
+            exporter.shutdown().await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -350,7 +370,12 @@ pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_millis(args.timeout);
     let options = args.policy.options(timeout)?;
     runtime()?.block_on(async {
-        let agent = args.agent.connect(args.agent.builder()).await?;
+        let exporter = args.agent.exporter("call")?;
+        let mut builder = args.agent.builder();
+        if let Some(exporter) = &exporter {
+            builder = builder.export_spans(exporter);
+        }
+        let agent = args.agent.connect(builder).await?;
         let peer = agent.peer(did);
         if let (true, Some(trace)) = (args.verbose, options.trace) {
             eprintln!("trace: {}", trace.trace_id_hex());
@@ -394,6 +419,9 @@ pub fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
             eprintln!("call: {:.1} ms", call_time.as_secs_f64() * 1e3);
         }
         agent.close().await;
+        if let Some(exporter) = exporter {
+            exporter.shutdown().await;
+        }
         match outcome {
             Ok(value) => {
                 print_json(&value)?;
