@@ -1,9 +1,10 @@
 //! Who may call a capability, decided by the callee (PROTOCOL_DESIGN.md §11.9): anyone, or
 //! only listed DIDs and callers presenting a chain of grants that admits the call.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::{Mutex, PoisonError};
 
-use ioap_protocol::grant::{self, GrantError, GrantedCall};
+use ioap_protocol::grant::{self, Grant, GrantError, GrantedCall};
 use ioap_protocol::payload::ExecRequest;
 use ioap_protocol::{Did, Timestamp};
 
@@ -56,14 +57,58 @@ pub(crate) enum Refusal {
     Grant(#[from] GrantError),
 }
 
-/// Whether `caller` may make `request` of `callee` at `now`.
+/// Chains remembered at most.
+const VERIFIED_CHAINS: usize = 256;
+/// A chain's JSON larger than this is checked every time, not remembered.
+const LARGEST_REMEMBERED: usize = 8 * 1024;
+
+/// Grant chains this agent verified (signatures, derivation), by their exact JSON, so that a
+/// caller presenting the same chain again costs a lookup rather than Ed25519 verifications.
+/// Bounded; the oldest is forgotten first. What depends on the call or the time (issuer
+/// trusted, expiry, callee, capability, caller, args) is checked on every call.
+#[derive(Debug, Default)]
+pub(crate) struct VerifiedChains {
+    known: HashSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
+}
+
+impl VerifiedChains {
+    fn verify(&mut self, chain: &[Grant]) -> Result<(), GrantError> {
+        let Ok(key) = serde_json::to_vec(chain) else {
+            return grant::verify_chain(chain);
+        };
+        if self.known.contains(&key) {
+            return Ok(());
+        }
+        grant::verify_chain(chain)?;
+        if key.len() <= LARGEST_REMEMBERED {
+            if self.order.len() >= VERIFIED_CHAINS
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.known.remove(&oldest);
+            }
+            self.known.insert(key.clone());
+            self.order.push_back(key);
+        }
+        Ok(())
+    }
+}
+
+/// What a call is checked against besides its request: the callee's clock, the issuers it
+/// trusts, the chains it verified.
+pub(crate) struct Checker<'a> {
+    pub(crate) callee: &'a Did,
+    pub(crate) now: Timestamp,
+    pub(crate) trusted: &'a BTreeSet<Did>,
+    pub(crate) verified: &'a Mutex<VerifiedChains>,
+}
+
+/// Whether `caller` may make `request` under `access`.
 pub(crate) fn check(
     access: &Access,
     caller: &Did,
-    callee: &Did,
     request: &ExecRequest,
-    now: Timestamp,
-    trusted: &BTreeSet<Did>,
+    checker: &Checker<'_>,
 ) -> Result<(), Refusal> {
     let Access::Restricted { allowed } = access else {
         return Ok(());
@@ -76,12 +121,21 @@ pub(crate) fn check(
     }
     let call = GrantedCall {
         caller,
-        callee,
+        callee: checker.callee,
         capability: &request.capability,
         args: &request.args,
-        now,
+        now: checker.now,
     };
-    grant::admits(&request.grants, &call, &|issuer| trusted.contains(issuer))?;
+    // What depends on the call first: it is cheap, and a chain that names an untrusted issuer
+    // or another caller costs no signature verification.
+    grant::admits_verified(&request.grants, &call, &|issuer| {
+        checker.trusted.contains(issuer)
+    })?;
+    checker
+        .verified
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .verify(&request.grants)?;
     Ok(())
 }
 
@@ -106,27 +160,24 @@ mod tests {
             Identity::from_seed(&[2; 32]),
             Identity::from_seed(&[3; 32]),
         );
+        let (none, verified) = (BTreeSet::new(), Mutex::new(VerifiedChains::default()));
+        let callee_did = callee.did();
+        let at = |now| Checker {
+            callee: &callee_did,
+            now,
+            trusted: &none,
+            verified: &verified,
+        };
         let request = ExecRequest::new("sum", json!({}));
-        let none = BTreeSet::new();
-        let (callee_did, granted_did) = (callee.did(), granted.did());
+        let granted_did = granted.did();
         assert_eq!(
-            check(
-                &Access::Open,
-                &granted_did,
-                &callee_did,
-                &request,
-                now(),
-                &none
-            ),
+            check(&Access::Open, &granted_did, &request, &at(now())),
             Ok(())
         );
         let access = Access::Open.allowing([listed.did()]);
+        assert_eq!(check(&access, &listed.did(), &request, &at(now())), Ok(()));
         assert_eq!(
-            check(&access, &listed.did(), &callee_did, &request, now(), &none),
-            Ok(())
-        );
-        assert_eq!(
-            check(&access, &granted_did, &callee_did, &request, now(), &none),
+            check(&access, &granted_did, &request, &at(now())),
             Err(Refusal::NotListed)
         );
         let terms = GrantTerms {
@@ -139,27 +190,24 @@ mod tests {
         let mut with_grant = request.clone();
         with_grant.grants = vec![Grant::issue(&callee, terms, None)];
         assert_eq!(
-            check(
-                &access,
-                &granted_did,
-                &callee_did,
-                &with_grant,
-                now(),
-                &none
-            ),
+            check(&access, &granted_did, &with_grant, &at(now())),
             Ok(())
         );
+        // Remembered now; what depends on the call and the time is still checked.
         let later = now().saturating_add(Duration::from_secs(60));
         assert!(matches!(
-            check(
-                &access,
-                &granted_did,
-                &callee_did,
-                &with_grant,
-                later,
-                &none
-            ),
+            check(&access, &granted_did, &with_grant, &at(later)),
             Err(Refusal::Grant(GrantError::Expired { index: 0 }))
         ));
+        let mut other = with_grant.clone();
+        other.capability = "other".into();
+        assert!(check(&access, &granted_did, &other, &at(now())).is_err());
+        // A chain changed anywhere is not the remembered one: its signature is checked.
+        let mut forged = with_grant.clone();
+        forged.grants[0].expires = later.saturating_add(Duration::from_secs(3600));
+        assert_eq!(
+            check(&access, &granted_did, &forged, &at(later)),
+            Err(Refusal::Grant(GrantError::Signature { index: 0 }))
+        );
     }
 }

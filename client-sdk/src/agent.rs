@@ -268,6 +268,7 @@ impl AgentBuilder {
             heartbeats_sent: AtomicU64::new(0),
             operations: std::sync::Mutex::new(Operations::new(self.idempotency)),
             spans: self.spans,
+            verified_chains: std::sync::Mutex::default(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });

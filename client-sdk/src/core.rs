@@ -181,6 +181,8 @@ pub(crate) struct AgentCore {
     pub(crate) heartbeats_sent: AtomicU64,
     /// Where ended calls' spans go, when an exporter is set (the `otlp` feature).
     pub(crate) spans: Option<crate::trace_context::SpanSink>,
+    /// Grant chains verified already (signatures and derivation).
+    pub(crate) verified_chains: std::sync::Mutex<crate::access::VerifiedChains>,
     /// The idempotency keys held as a callee.
     pub(crate) operations: std::sync::Mutex<crate::operations::Operations>,
     /// Cancelled when the agent closes or is dropped.

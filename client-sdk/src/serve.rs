@@ -148,11 +148,13 @@ async fn serve_exec(
             format!("no capability named {:?}", request.capability),
         ));
     };
-    let now = ioap_protocol::Timestamp::from_system_time(std::time::SystemTime::now());
-    let trusted = core.handlers.trusted_issuers();
-    if let Err(refusal) =
-        access::check(handler.access(), &caller, &core.did, &request, now, trusted)
-    {
+    let checker = access::Checker {
+        callee: &core.did,
+        now: ioap_protocol::Timestamp::from_system_time(std::time::SystemTime::now()),
+        trusted: core.handlers.trusted_issuers(),
+        verified: &core.verified_chains,
+    };
+    if let Err(refusal) = access::check(handler.access(), &caller, &request, &checker) {
         debug!(%caller, capability = %request.capability, %refusal, "call refused");
         return ServeOutcome::Failed(ErrorPayload::new(ErrorCode::Forbidden, FORBIDDEN_MESSAGE));
     }

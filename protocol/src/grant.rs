@@ -227,8 +227,10 @@ impl Grant {
     }
 }
 
-/// Checks a chain on its own: its form, every signature, that each grant derives from the one
-/// before (issuer, `proof`) and is no broader. Says nothing about who may use it, or when.
+/// Checks a chain on its own: its form, that each grant derives from the one before
+/// (issuer, `proof`) and is no broader, and then every signature — the cheap checks first,
+/// so a forged chain costs at most one signature verification. Says nothing about who may
+/// use it, or when.
 pub fn verify_chain(chain: &[Grant]) -> Result<(), GrantError> {
     if chain.is_empty() || chain.len() > MAX_GRANT_CHAIN {
         return Err(GrantError::Length);
@@ -237,9 +239,6 @@ pub fn verify_chain(chain: &[Grant]) -> Result<(), GrantError> {
         grant
             .validate()
             .map_err(|reason| GrantError::Malformed { index, reason })?;
-        if !grant.signature_verifies() {
-            return Err(GrantError::Signature { index });
-        }
         match index.checked_sub(1).map(|parent| &chain[parent]) {
             None if grant.proof.is_some() => return Err(GrantError::Broken { index }),
             None => {}
@@ -253,19 +252,35 @@ pub fn verify_chain(chain: &[Grant]) -> Result<(), GrantError> {
             }
         }
     }
-    Ok(())
+    match chain.iter().position(|grant| !grant.signature_verifies()) {
+        Some(index) => Err(GrantError::Signature { index }),
+        None => Ok(()),
+    }
 }
 
-/// Whether `chain` lets `call` through: [`verify_chain`], then the first issuer is the callee
-/// or `trusted`, no grant has expired, and the chain is for this callee, capability, caller
-/// and `args`.
+/// Whether `chain` lets `call` through: the first issuer is the callee or `trusted`, no grant
+/// has expired, the chain is for this callee, capability, caller and `args`
+/// ([`admits_verified`]), and [`verify_chain`] — in that order, cheapest first.
 pub fn admits(
     chain: &[Grant],
     call: &GrantedCall<'_>,
     trusted: &dyn Fn(&Did) -> bool,
 ) -> Result<(), GrantError> {
-    verify_chain(chain)?;
-    let (first, last) = (&chain[0], &chain[chain.len() - 1]);
+    admits_verified(chain, call, trusted)?;
+    verify_chain(chain)
+}
+
+/// The checks of [`admits`] that depend on the call and the time — the issuer, expiry, callee,
+/// capability, caller and `args` — without [`verify_chain`]: alone, only for a chain that
+/// already passed it (a callee may remember the chains it verified).
+pub fn admits_verified(
+    chain: &[Grant],
+    call: &GrantedCall<'_>,
+    trusted: &dyn Fn(&Did) -> bool,
+) -> Result<(), GrantError> {
+    let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
+        return Err(GrantError::Length);
+    };
     if first.issuer != *call.callee && !trusted(&first.issuer) {
         return Err(GrantError::Untrusted);
     }

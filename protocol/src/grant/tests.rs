@@ -214,3 +214,24 @@ fn a_grant_reads_back_from_its_json() {
     value[0]["extra"] = json!(1);
     assert!(serde_json::from_value::<Vec<Grant>>(value).is_err());
 }
+
+#[test]
+fn the_cheap_checks_come_before_any_signature() {
+    let w = world();
+    let stranger = Identity::from_seed(&[9; 32]);
+    let mut forged = Grant::issue(&stranger, terms(&w, w.caller.did(), 600, None), None);
+    forged.signature = "A".repeat(86);
+    let (callee, caller) = (w.callee.did(), w.caller.did());
+    let args = json!(null);
+    let checked = call(&w, &callee, &caller, &args);
+    assert_eq!(
+        admits(std::slice::from_ref(&forged), &checked, NO_ONE),
+        Err(GrantError::Untrusted),
+        "an untrusted root is refused before its signature is looked at"
+    );
+    let trusted = stranger.did();
+    assert_eq!(
+        admits(&[forged], &checked, &|did| *did == trusted),
+        Err(GrantError::Signature { index: 0 })
+    );
+}
