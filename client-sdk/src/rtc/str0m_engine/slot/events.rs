@@ -7,7 +7,15 @@ use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Output};
 use tokio::sync::mpsc;
 
-use super::{BUFFERED_LOW, EVENT_BACKLOG, Slot};
+use super::{BUFFERED_LOW, EVENT_BACKLOG, EVENT_BACKLOG_BYTES, Slot};
+
+/// What an event holds of the peer's data.
+fn message_bytes(event: &RtcEvent) -> usize {
+    match event {
+        RtcEvent::Message(text) => text.len(),
+        _ => 0,
+    }
+}
 use crate::rtc::{CHANNEL_LABEL, RtcEvent, RtcState};
 
 impl Slot {
@@ -15,14 +23,16 @@ impl Slot {
     /// keep up and the connection was given up.
     pub fn flush_events(&mut self) {
         while let Some(event) = self.backlog.pop_front() {
+            let bytes = message_bytes(&event);
             match self.events.try_send(event) {
-                Ok(()) => {}
+                Ok(()) => self.backlog_bytes -= bytes,
                 Err(mpsc::error::TrySendError::Full(event)) => {
                     self.backlog.push_front(event);
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.backlog.clear();
+                    self.backlog_bytes = 0;
                     self.dead = true;
                     return;
                 }
@@ -36,14 +46,21 @@ impl Slot {
     }
 
     pub(super) fn emit(&mut self, event: RtcEvent) {
-        if self.backlog.len() >= EVENT_BACKLOG {
+        let bytes = message_bytes(&event);
+        if self.backlog.len() >= EVENT_BACKLOG || self.backlog_bytes + bytes > EVENT_BACKLOG_BYTES {
             // The link's events end here: it sees its connection end, not a gap.
-            tracing::warn!("a link did not take its events; its peer connection is given up");
+            tracing::warn!(
+                events = self.backlog.len(),
+                bytes = self.backlog_bytes,
+                "a link did not take its events; its peer connection is given up"
+            );
             self.backlog.clear();
+            self.backlog_bytes = 0;
             self.rtc.disconnect();
             self.dead = true;
             return;
         }
+        self.backlog_bytes += bytes;
         self.backlog.push_back(event);
         self.flush_events();
     }

@@ -20,6 +20,10 @@ use crate::rtc::{
 
 /// Events held for a link that does not keep up before the peer connection is given up.
 pub const EVENT_BACKLOG: usize = 4096;
+/// Bytes of messages held for a link that does not keep up before the peer connection is
+/// given up: the data channel has no receive window of its own here, so this bounds what a
+/// fast peer can make this agent hold for a slow link.
+pub const EVENT_BACKLOG_BYTES: usize = 16 << 20;
 /// Below this many bytes buffered in the data channel, waiting sends are tried again.
 const BUFFERED_LOW: usize = 64 * 1024;
 /// Sends waiting for room in the data channel before further sends are refused.
@@ -34,6 +38,8 @@ pub struct Slot {
     ufrag: String,
     events: mpsc::Sender<RtcEvent>,
     backlog: VecDeque<RtcEvent>,
+    /// Bytes of the messages in `backlog`.
+    backlog_bytes: usize,
     pending_offer: Option<SdpPendingOffer>,
     channel: Option<ChannelId>,
     outbox: VecDeque<PendingSend>,
@@ -134,6 +140,7 @@ impl Slot {
             ufrag,
             events,
             backlog: VecDeque::new(),
+            backlog_bytes: 0,
             pending_offer: None,
             channel: None,
             outbox: VecDeque::new(),

@@ -322,3 +322,21 @@ fn a_closed_connection_takes_no_more_datagrams_from_its_peer() {
         "closed: a re-dial from the same address must find its own connection"
     );
 }
+
+#[test]
+fn a_link_that_does_not_take_its_messages_loses_its_connection_at_the_byte_bound() {
+    let mut end = End::new(A, Instant::now());
+    // The link's queue fills first; then the backlog, by bytes long before its count.
+    let piece = "x".repeat(1 << 20);
+    let room = end.slot.events.capacity();
+    let mut emitted = 0;
+    while !end.slot.dead {
+        end.slot.emit(RtcEvent::Message(piece.clone()));
+        emitted += 1;
+        assert!(emitted < EVENT_BACKLOG, "given up by bytes, not by count");
+    }
+    let held = room + EVENT_BACKLOG_BYTES / piece.len();
+    assert_eq!(emitted, held + 1, "the bound is exact");
+    assert_eq!(end.slot.backlog_bytes, 0);
+    assert!(!end.slot.has_backlog());
+}
