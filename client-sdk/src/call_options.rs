@@ -32,6 +32,9 @@ pub struct CallOptions {
     pub grants: Vec<Grant>,
     /// The trace to continue (default: the handler's when called from one, else a new one).
     pub trace: Option<TraceParent>,
+    /// The W3C `tracestate` sent with [`trace`](Self::trace) (default: the handler's, when
+    /// its trace is continued).
+    pub tracestate: Option<String>,
 }
 
 impl CallOptions {
@@ -75,6 +78,23 @@ impl CallOptions {
     pub fn trace(mut self, parent: TraceParent) -> Self {
         self.trace = Some(parent);
         self
+    }
+
+    /// Sets [`tracestate`](Self::tracestate) (1–512 bytes of printable ASCII).
+    pub fn tracestate(mut self, state: impl Into<String>) -> Self {
+        self.tracestate = Some(state.into());
+        self
+    }
+
+    /// The `tracestate` to send: the given one with a given trace, else the handler's.
+    pub(crate) fn state_to_send(&self) -> Option<String> {
+        match self.trace {
+            Some(_) => self.tracestate.clone(),
+            None => self
+                .tracestate
+                .clone()
+                .or_else(crate::serve::inherited_tracestate),
+        }
     }
 
     /// The key to send: the given one, or a fresh one when retries are on.

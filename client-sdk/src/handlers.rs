@@ -115,6 +115,8 @@ pub struct ExecCall {
     /// The trace the call belongs to (the caller's, continued), with this handler's span as
     /// the parent: the calls the handler makes carry it (PROTOCOL_DESIGN.md §11.8).
     pub trace: TraceParent,
+    /// The caller's W3C `tracestate`, if it sent one; calls the handler makes pass it on.
+    pub tracestate: Option<String>,
     core: Arc<AgentCore>,
 }
 
@@ -136,14 +138,15 @@ impl ExecCall {
         args: Value,
         parts: Parts,
         deadline: Instant,
-        trace: TraceParent,
+        trace: (TraceParent, Option<String>),
     ) -> Self {
         ExecCall {
             caller,
             args,
             parts,
             deadline,
-            trace,
+            trace: trace.0,
+            tracestate: trace.1,
             core,
         }
     }

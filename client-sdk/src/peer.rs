@@ -352,12 +352,13 @@ impl Peer {
             inherited_trace(),
             self.core.spans.clone(),
         );
-        let Some((traceparent, _)) = intent.trace_context_mut() else {
+        let Some((traceparent, tracestate)) = intent.trace_context_mut() else {
             return Err(CallError::protocol(
                 "a reply is sent by the SDK, not requested",
             ));
         };
         *traceparent = Some(trace.context().to_string());
+        *tracestate = crate::serve::inherited_tracestate();
         let deadline = self.deadline(self.core.settings.call_timeout);
         let reply = async {
             self.start(CallSpec::Intent(intent), deadline, false, None)
@@ -402,7 +403,7 @@ fn exec_spec(
         extras: Box::new(ExecExtras {
             idempotency_key,
             traceparent: Some(trace.context().to_string()),
-            tracestate: None,
+            tracestate: options.state_to_send(),
             grants: options.grants.clone(),
         }),
     }

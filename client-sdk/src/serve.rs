@@ -24,10 +24,12 @@ use crate::trace_context::CallTrace;
 mod keyed;
 
 /// What the task serving a request knows of it, for the calls its handler makes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Serving {
     deadline: Instant,
     trace: TraceParent,
+    /// The caller's `tracestate`, passed on as it is.
+    tracestate: Option<Arc<str>>,
 }
 
 tokio::task_local! {
@@ -44,6 +46,15 @@ pub(crate) fn inherited_deadline() -> Option<Instant> {
 /// handler continue it.
 pub(crate) fn inherited_trace() -> Option<TraceParent> {
     SERVING.try_with(|serving| serving.trace).ok()
+}
+
+/// The `tracestate` of the request being served by the current task, if it had one: calls
+/// made from a handler pass it on (W3C Trace Context).
+pub(crate) fn inherited_tracestate() -> Option<String> {
+    SERVING
+        .try_with(|serving| serving.tracestate.as_deref().map(str::to_owned))
+        .ok()
+        .flatten()
 }
 
 /// Starts the handler for request `id` from `caller`; the driver aborts it when the request is
@@ -68,6 +79,7 @@ pub(crate) fn spawn_handler(
                 let serving = Serving {
                     deadline,
                     trace: trace.context(),
+                    tracestate: request.tracestate.as_deref().map(Arc::from),
                 };
                 let span = trace.span().clone();
                 let outcome = serve_exec(&own, &link, caller, id, request, serving)
@@ -76,7 +88,7 @@ pub(crate) fn spawn_handler(
                 (trace, outcome)
             }
             ServeRequest::Intent { intent, deadline } => {
-                let traceparent = intent_traceparent(&intent);
+                let (traceparent, tracestate) = intent_trace(&intent);
                 let trace = CallTrace::incoming(
                     caller,
                     "intent",
@@ -86,6 +98,7 @@ pub(crate) fn spawn_handler(
                 let serving = Serving {
                     deadline,
                     trace: trace.context(),
+                    tracestate: tracestate.as_deref().map(Arc::from),
                 };
                 let span = trace.span().clone();
                 let outcome = serve_intent(&own, caller, intent, serving)
@@ -100,11 +113,11 @@ pub(crate) fn spawn_handler(
     core.tasks.spawn(task).abort_handle()
 }
 
-fn intent_traceparent(intent: &Intent) -> Option<String> {
+fn intent_trace(intent: &Intent) -> (Option<String>, Option<String>) {
     match intent {
-        Intent::Query(query) => query.traceparent.clone(),
-        Intent::Task(task) => task.traceparent.clone(),
-        Intent::Reply(_) => None,
+        Intent::Query(query) => (query.traceparent.clone(), query.tracestate.clone()),
+        Intent::Task(task) => (task.traceparent.clone(), task.tracestate.clone()),
+        Intent::Reply(_) => (None, None),
     }
 }
 
@@ -167,7 +180,10 @@ async fn serve_exec(
         request.args,
         parts,
         serving.deadline,
-        serving.trace,
+        (
+            serving.trace,
+            serving.tracestate.as_deref().map(str::to_owned),
+        ),
     );
     match key.zip(digest) {
         None => run(handler, call, serving).await,

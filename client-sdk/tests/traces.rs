@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use support::{agent, builder, gateway, within};
 use tokio::sync::mpsc;
 
-type Seen = mpsc::UnboundedReceiver<TraceParent>;
+type Seen = mpsc::UnboundedReceiver<(TraceParent, Option<String>)>;
 
 /// An agent whose `hop` reports the trace it was called in, then calls `args.next` (a DID)
 /// if given, with the rest of the chain.
@@ -19,7 +19,7 @@ async fn hop(url: &str) -> (Agent, Seen) {
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let seen_tx = Arc::new(seen_tx);
     let handler = CapabilityHandler::with_call("hop", move |call: ExecCall| {
-        let _ = seen_tx.send(call.trace);
+        let _ = seen_tx.send((call.trace, call.tracestate.clone()));
         async move {
             let rest: Vec<Value> = call.args.as_array().cloned().unwrap_or_default();
             let Some((next, rest)) = rest.split_first() else {
@@ -52,13 +52,23 @@ async fn a_chain_of_three_agents_shares_one_trace() {
     let a = agent(&url).await;
 
     let root = TraceParent::random();
-    let options = CallOptions::new().trace(root);
+    let options = CallOptions::new().trace(root).tracestate("vendor=a1");
     let chain = json!([c.did().to_string()]);
     within(a.peer(b.did()).exec_with("hop", chain, &options))
         .await
         .expect("the chain answers");
-    let at_b = within(b_seen.recv()).await.expect("B served");
-    let at_c = within(c_seen.recv()).await.expect("C served");
+    let (at_b, state_b) = within(b_seen.recv()).await.expect("B served");
+    let (at_c, state_c) = within(c_seen.recv()).await.expect("C served");
+    assert_eq!(
+        state_b.as_deref(),
+        Some("vendor=a1"),
+        "tracestate reaches B"
+    );
+    assert_eq!(
+        state_c.as_deref(),
+        Some("vendor=a1"),
+        "and B passes it on to C"
+    );
     assert_eq!(at_b.trace_id, root.trace_id, "B continues A's trace");
     assert_eq!(at_c.trace_id, root.trace_id, "C continues it too");
     let spans = [root.parent_id, at_b.parent_id, at_c.parent_id];
@@ -71,7 +81,8 @@ async fn a_chain_of_three_agents_shares_one_trace() {
     within(a.peer(c.did()).exec("hop", json!([])))
         .await
         .expect("answers");
-    let fresh = within(c_seen.recv()).await.expect("C served");
+    let (fresh, state) = within(c_seen.recv()).await.expect("C served");
+    assert_eq!(state, None);
     assert_ne!(fresh.trace_id, root.trace_id);
     for agent in [a, b, c] {
         agent.close().await;
