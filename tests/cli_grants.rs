@@ -27,6 +27,21 @@ fn forbidden(printed: &Value) -> bool {
             .is_some_and(|m| m.ends_with("this caller may not call this capability"))
 }
 
+/// The chain in `file` gets FORBIDDEN from the callee and INVALID_GRANT from
+/// `ioap grant verify FILE verify…`.
+async fn refused_everywhere(url: &str, callee: &str, key: &str, file: &str, verify: &[&str]) {
+    let (code, printed) =
+        call_sum(url, callee, key, r#"{"values":[1,2]}"#, &["--grant", file]).await;
+    assert!(code == 1 && forbidden(&printed), "{printed}");
+    let mut argv = vec!["grant", "verify", file];
+    argv.extend(verify);
+    let (code, refused, _) = ioap(&argv).await;
+    assert_eq!(
+        (code, &refused["error"]["code"]),
+        (1, &json!("INVALID_GRANT"))
+    );
+}
+
 async fn issue(args: &[&str]) -> Value {
     let mut argv = vec!["grant", "issue"];
     argv.extend(args);
@@ -163,31 +178,15 @@ async fn an_allowlist_and_a_grant_chain_of_depth_two_admit_and_nothing_else_does
     ])
     .await;
     let expired_file = write(&dir.path().join("expired.json"), &expired);
-    let (code, printed) = call_sum(
-        &url,
-        &callee,
-        &delegate_key,
-        args,
-        &["--grant", &expired_file],
-    )
-    .await;
-    assert!(code == 1 && forbidden(&printed), "{printed}");
-    let (code, refused, _) = ioap(&[
-        "grant",
-        "verify",
-        &expired_file,
+    let this_call = [
         "--caller",
         &delegate,
         "--callee",
         &callee,
         "--capability",
         "sum",
-    ])
-    .await;
-    assert_eq!(
-        (code, &refused["error"]["code"]),
-        (1, &json!("INVALID_GRANT"))
-    );
+    ];
+    refused_everywhere(&url, &callee, &delegate_key, &expired_file, &this_call).await;
 
     // Over-broad: a delegation that outlives its parent, signed by the rightful delegator
     // (`ioap grant issue` would not make one; the SDK will, to show the callee refuses it).
@@ -206,19 +205,6 @@ async fn an_allowlist_and_a_grant_chain_of_depth_two_admit_and_nothing_else_does
     );
     let broad = serde_json::to_value([&root_grant[0], &wider]).expect("JSON");
     let broad_file = write(&dir.path().join("broad.json"), &broad);
-    let (code, printed) = call_sum(
-        &url,
-        &callee,
-        &delegate_key,
-        args,
-        &["--grant", &broad_file],
-    )
-    .await;
-    assert!(code == 1 && forbidden(&printed), "{printed}");
-    let (code, refused, _) = ioap(&["grant", "verify", &broad_file]).await;
-    assert_eq!(
-        (code, &refused["error"]["code"]),
-        (1, &json!("INVALID_GRANT"))
-    );
+    refused_everywhere(&url, &callee, &delegate_key, &broad_file, &[]).await;
     gateway.shutdown().await;
 }

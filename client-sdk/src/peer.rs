@@ -157,6 +157,19 @@ impl Peer {
         inherited_deadline().map_or(own, |inherited| own.min(Instant::from_std(inherited)))
     }
 
+    /// A call's deadline and its span: `options`' timeout (or the default), the trace it
+    /// names (or the handler's, or a new one).
+    fn begin(&self, capability: &str, options: &CallOptions) -> (Instant, CallTrace) {
+        let timeout = options.timeout.unwrap_or(self.core.settings.call_timeout);
+        let trace = CallTrace::outgoing(
+            self.did,
+            capability,
+            options.trace.or_else(inherited_trace),
+            self.core.spans.clone(),
+        );
+        (self.deadline(timeout), trace)
+    }
+
     /// Runs `capability` on the peer with `args`; waits up to the default call timeout.
     pub async fn exec(&self, capability: &str, args: Value) -> Result<Value, CallError> {
         self.exec_with(capability, args, &CallOptions::new()).await
@@ -212,14 +225,7 @@ impl Peer {
         options: &CallOptions,
         receipt: bool,
     ) -> Result<(Value, Option<Box<Receipt>>), CallError> {
-        let timeout = options.timeout.unwrap_or(self.core.settings.call_timeout);
-        let deadline = self.deadline(timeout);
-        let trace = CallTrace::outgoing(
-            self.did,
-            capability,
-            options.trace.or_else(inherited_trace),
-            self.core.spans.clone(),
-        );
+        let (deadline, trace) = self.begin(capability, options);
         let key = options.key();
         let mut pauses = retry_pauses();
         let mut args = Some(args);
@@ -284,14 +290,7 @@ impl Peer {
         args: Value,
         options: &CallOptions,
     ) -> Result<ExecStream, CallError> {
-        let timeout = options.timeout.unwrap_or(self.core.settings.call_timeout);
-        let deadline = self.deadline(timeout);
-        let trace = CallTrace::outgoing(
-            self.did,
-            capability,
-            options.trace.or_else(inherited_trace),
-            self.core.spans.clone(),
-        );
+        let (deadline, trace) = self.begin(capability, options);
         let key = options.idempotency_key.clone();
         let spec = exec_spec(capability, args, true, key, options, &trace);
         let started = self
