@@ -1,29 +1,31 @@
 //! Calling another agent over the link to it: EXEC (single and streamed) and INTENT, each
 //! bounded by its own deadline from the first step (link setup included) to the last.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
 use ioap_protocol::payload::{Intent, IntentReply};
 use ioap_protocol::receipt::Receipt;
-use ioap_protocol::{Did, ErrorCode, MessageId};
+use ioap_protocol::{Did, MessageId};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::{Instrument, debug};
 
 use crate::call_options::CallOptions;
 use crate::core::AgentCore;
 use crate::error::{CallError, SetupError};
 use crate::link::{Command, LinkHandle};
-use crate::machine::{CallEvent, CallSpec, ExecExtras};
+use crate::machine::{CallSpec, ExecExtras};
 use crate::rtc::LinkPath;
 use crate::serve::{inherited_deadline, inherited_trace};
 use crate::table::LinkStatus;
 use crate::trace_context::CallTrace;
+
+mod stream;
+
+use stream::CallGuard;
+pub use stream::{ExecStream, StreamItem};
 
 /// Another agent, reached over a WebRTC link that is opened on first use, reused while it
 /// lives, and dialed again after it is lost. Cheap to clone.
@@ -454,155 +456,5 @@ async fn wait_open(mut status: watch::Receiver<LinkStatus>) -> Result<LinkHandle
         if status.changed().await.is_err() {
             return Err(CallError::lost("the link's task ended"));
         }
-    }
-}
-
-/// One item of a streamed EXEC.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum StreamItem {
-    /// A partial result; more follow.
-    Partial(Value),
-    /// The final result; nothing follows.
-    Final(Value),
-}
-
-/// An EXEC in flight: partial results in order, then the final one (or an error), as a
-/// [`Stream`]. Each part read makes room for one more from the callee (flow control, so no
-/// part is ever dropped); dropping the stream, or [`cancel`](Self::cancel), cancels the call
-/// on the callee.
-///
-/// ```
-/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let gateway = ioap_gateway::Gateway::start(ioap_gateway::GatewayConfig::ephemeral()).await?;
-/// # let url = gateway.ws_url();
-/// use futures_util::StreamExt;
-/// use ioap_client::{Agent, CapabilityHandler, StreamItem};
-/// use serde_json::json;
-/// let count = CapabilityHandler::streaming("count", |_args, parts| async move {
-///     for i in 1..=3 {
-///         parts.send(json!(i)).await; // waits while the caller has no room
-///     }
-///     Ok(json!("done"))
-/// });
-/// let bob = Agent::builder(&url).loopback_only(true).capability(count).connect().await?;
-/// let alice = Agent::builder(&url).loopback_only(true).connect().await?;
-///
-/// let mut stream = alice.peer(bob.did()).exec_stream("count", json!(null)).await?;
-/// let mut parts = Vec::new();
-/// while let Some(item) = stream.next().await {
-///     match item? {
-///         StreamItem::Partial(part) => parts.push(part),
-///         StreamItem::Final(result) => assert_eq!(result, json!("done")),
-///         _ => {}
-///     }
-/// }
-/// assert_eq!(parts, [json!(1), json!(2), json!(3)]);
-/// # alice.close().await;
-/// # bob.close().await;
-/// # gateway.shutdown().await;
-/// # Ok(()) }
-/// ```
-pub struct ExecStream {
-    call: CallGuard,
-    events: mpsc::UnboundedReceiver<CallEvent>,
-    deadline: Pin<Box<Sleep>>,
-    receipt: Option<Box<Receipt>>,
-    /// The stream's span, ended with its outcome (calls made with retries end theirs
-    /// themselves).
-    trace: Option<CallTrace>,
-}
-
-impl std::fmt::Debug for ExecStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecStream")
-            .field("id", &self.call.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ExecStream {
-    /// The next item; `None` after the final result or an error.
-    pub async fn next(&mut self) -> Option<Result<StreamItem, CallError>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
-    }
-
-    /// Stops waiting: the callee is told to stop serving the call.
-    pub fn cancel(self) {}
-
-    async fn final_value(&mut self) -> Result<Value, CallError> {
-        loop {
-            match self.next().await {
-                Some(Ok(StreamItem::Final(value))) => return Ok(value),
-                Some(Ok(StreamItem::Partial(_))) => {}
-                Some(Err(error)) => return Err(error),
-                None => return Err(CallError::lost("the call ended without a final response")),
-            }
-        }
-    }
-}
-
-impl Stream for ExecStream {
-    type Item = Result<StreamItem, CallError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.call.done {
-            return Poll::Ready(None);
-        }
-        let item = loop {
-            match self.events.poll_recv(cx) {
-                Poll::Ready(Some(CallEvent::Receipt(receipt))) => self.receipt = Some(receipt),
-                Poll::Ready(Some(CallEvent::Part(part))) => {
-                    let id = self.call.id;
-                    self.call.link.send(Command::Consumed { id, parts: 1 });
-                    return Poll::Ready(Some(Ok(StreamItem::Partial(part))));
-                }
-                Poll::Ready(Some(CallEvent::Done(Ok(value)))) => {
-                    break Ok(StreamItem::Final(value));
-                }
-                Poll::Ready(Some(CallEvent::Done(Err(error)))) => break Err(error),
-                Poll::Ready(None) => break Err(CallError::lost("the link's task ended")),
-                // The machine ends the call at its deadline; this is the backstop should the
-                // link's task be slow to say so.
-                Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        let item = Err(CallError::Timeout);
-                        self.call.cancel();
-                        if let Some(trace) = self.trace.take() {
-                            trace.finish(Some(ErrorCode::Timeout));
-                        }
-                        return Poll::Ready(Some(item));
-                    }
-                    Poll::Pending => return Poll::Pending,
-                },
-            }
-        };
-        self.call.done = true;
-        if let Some(trace) = self.trace.take() {
-            trace.finish(item.as_ref().err().map(CallError::code));
-        }
-        Poll::Ready(Some(item))
-    }
-}
-
-/// Cancels the call on the callee if the caller stops waiting before its end.
-struct CallGuard {
-    link: LinkHandle,
-    id: MessageId,
-    done: bool,
-}
-
-impl CallGuard {
-    fn cancel(&mut self) {
-        if !self.done {
-            self.done = true;
-            self.link.send(Command::Cancel { id: self.id });
-        }
-    }
-}
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        self.cancel();
     }
 }
