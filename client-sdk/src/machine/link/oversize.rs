@@ -7,7 +7,8 @@ use std::time::Instant;
 use ioap_protocol::payload::{ErrorPayload, ExecResponse, ExecStatus};
 use ioap_protocol::{Body, ErrorCode, MessageId, MessageType};
 
-use super::{LinkEvent, LinkMachine, State, Timer, elapsed_ms};
+use super::callee::elapsed_ms;
+use super::{LinkEvent, LinkMachine, State, Timer};
 use crate::error::CallError;
 
 /// One of our envelopes that did not go out.
