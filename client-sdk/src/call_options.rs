@@ -49,7 +49,9 @@ impl CallOptions {
         self
     }
 
-    /// A fresh random idempotency key, and [`retry`](Self::retry) on.
+    /// A fresh random idempotency key, and [`retry`](Self::retry) on. The key names one
+    /// operation: make new options for the next one (a call reusing these is a repeat, answered
+    /// with the first one's outcome — or INVALID_ARGS if its args differ).
     pub fn idempotent(mut self) -> Self {
         self.idempotency_key = Some(MessageId::random().to_string());
         self.retry = true;
