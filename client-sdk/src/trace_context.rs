@@ -22,7 +22,16 @@ fn span_id() -> [u8; 8] {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Hex(bytes).to_string()
+}
+
+/// Bytes as lower-case hex, written only when a subscriber records the field.
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 /// Whether a span is a call made or a call served.
@@ -113,8 +122,8 @@ impl CallTrace {
         let context = parent
             .unwrap_or_else(TraceParent::random)
             .with_parent(span_id());
-        let (trace_id, own_id) = (context.trace_id_hex(), hex(&context.parent_id));
-        let parent_hex = parent_id.map(|p| hex(&p)).unwrap_or_default();
+        let (trace_id, own_id) = (Hex(&context.trace_id), Hex(&context.parent_id));
+        let parent_hex = Hex(parent_id.as_ref().map_or(&[][..], |p| &p[..]));
         let span = match kind {
             SpanKind::Call => info_span!(
                 target: "ioap_client::calls",

@@ -158,3 +158,33 @@ async fn without_retry_a_broken_link_fails_the_call_and_a_cancelled_key_runs_aga
     bob.close().await;
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_key_or_tracestate_fails_the_call_here_and_the_link_goes_on() {
+    let gateway = gateway().await;
+    let url = gateway.ws_url();
+    let (bob, runs, _started, _dropped) = tallying(&url).await;
+    let alice = agent(&url).await;
+    let peer = alice.peer(bob.did());
+    for bad in [
+        CallOptions::new().idempotency_key("has space"),
+        CallOptions::new().idempotency_key("k".repeat(129)),
+        CallOptions::new().tracestate("bell\u{7}"),
+    ] {
+        let refused = within(peer.exec_with("tally", json!({}), &bad)).await;
+        assert!(
+            matches!(refused, Err(CallError::Invalid { .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "nothing reached the handler"
+    );
+    let fine = within(peer.exec_with("tally", json!({}), &CallOptions::new())).await;
+    assert_eq!(fine.expect("the link still works"), json!({"run": 1}));
+    alice.close().await;
+    bob.close().await;
+    gateway.shutdown().await;
+}
