@@ -1,6 +1,8 @@
 //! Link benchmark, per WebRTC engine (each in a process of its own): link setup (OFFER sent
 //! → channel open and the peer's signed PING verified), EXEC round trip and calls/s on one
-//! link, a large echo's throughput (CHUNKs, PROTOCOL_DESIGN.md §11.6), RSS per open link and
+//! link, a large echo's throughput (CHUNKs, PROTOCOL_DESIGN.md §11.6: the round trip, each
+//! leg — request in, result back — timed from inside the callee's handler, and the CPU it
+//! took), RSS per open link and
 //! the CPU an idle link costs. Everything in this process on loopback UDP, with an embedded
 //! gateway. Run: `cargo bench --bench link`.
 //!
@@ -14,10 +16,11 @@
 //! `IOAP_LINK_BENCH_LARGE_MIB` / `IOAP_LINK_BENCH_LARGE_ROUNDS` (the large echo: its size,
 //! default 8 MiB, and how many times, default 5).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ioap_client::{Agent, Engine, LinkSettings, demo};
+use ioap_client::{Agent, CapabilityHandler, Engine, LinkSettings, demo};
 use ioap_gateway::{Gateway, GatewayConfig};
 use serde_json::json;
 
@@ -64,17 +67,36 @@ struct Bench {
     url: String,
     engine: Engine,
     links: LinkSettings,
+    /// When the last `timed_echo` handler started and returned: splits a large echo's round
+    /// trip into its two legs (both agents share this process's clock).
+    handler: Arc<Mutex<(Instant, Instant)>>,
 }
 
 impl Bench {
     async fn agent(&self) -> anyhow::Result<Agent> {
+        let times = self.handler.clone();
+        let timed_echo = CapabilityHandler::new("timed_echo", move |args| {
+            let times = times.clone();
+            async move {
+                times.lock().expect("not poisoned").0 = Instant::now();
+                let echoed = Ok(args);
+                times.lock().expect("not poisoned").1 = Instant::now();
+                echoed
+            }
+        });
+        let mut capabilities = demo::capabilities();
+        capabilities.push(timed_echo);
         Ok(Agent::builder(&self.url)
             .loopback_only(true)
             .engine(self.engine)
             .link_settings(self.links.clone())
-            .capabilities(demo::capabilities())
+            .capabilities(capabilities)
             .connect()
             .await?)
+    }
+
+    fn handler_times(&self) -> (Instant, Instant) {
+        *self.handler.lock().expect("not poisoned")
     }
 }
 
@@ -133,6 +155,7 @@ fn main() -> anyhow::Result<()> {
                 url: gateway.ws_url(),
                 engine,
                 links: links.clone(),
+                handler: Arc::new(Mutex::new((Instant::now(), Instant::now()))),
             };
             run(&bench).await?;
         }
@@ -241,19 +264,34 @@ async fn run(bench: &Bench) -> anyhow::Result<()> {
     let large = env_or("IOAP_LINK_BENCH_LARGE_MIB", 8) * 1024 * 1024;
     let rounds = env_or("IOAP_LINK_BENCH_LARGE_ROUNDS", 5);
     let blob = json!("x".repeat(large));
-    peer.exec("echo", json!("warm")).await?;
+    peer.exec("timed_echo", json!("warm")).await?;
+    let (mut there, mut back) = (Duration::ZERO, Duration::ZERO);
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     for _ in 0..rounds {
-        let echoed = peer.exec("echo", blob.clone()).await?;
+        let sent = Instant::now();
+        let echoed = peer.exec("timed_echo", blob.clone()).await?;
+        let returned = Instant::now();
         anyhow::ensure!(echoed == blob, "the large echo came back different");
+        let (handler_in, handler_out) = bench.handler_times();
+        there += handler_in.saturating_duration_since(sent);
+        back += returned.saturating_duration_since(handler_out);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
+    let rate = |total: Duration| (large * rounds) as f64 / total.as_secs_f64() / 1e6;
     println!(
-        "{engine:<9} {:<28} {:.0} MB/s each way ({} MiB echoed {rounds} times, {:.0} ms each)",
+        "{engine:<9} {:<28} {:.0} ms each, {:.0} MB/s echoed ({} MiB, {rounds} times); \
+         there {:.0} ms ({:.0} MB/s), back {:.0} ms ({:.0} MB/s); {:.0} ms of CPU each",
         "large echo",
+        seconds * 1e3 / rounds as f64,
         (large * rounds) as f64 / seconds / 1e6,
         large / (1024 * 1024),
-        seconds * 1e3 / rounds as f64
+        there.as_secs_f64() * 1e3 / rounds as f64,
+        rate(there),
+        back.as_secs_f64() * 1e3 / rounds as f64,
+        rate(back),
+        cpu * 1e3 / rounds as f64,
     );
     callee.close().await;
     caller.close().await;
