@@ -55,6 +55,8 @@ pub struct LinkSettings {
     /// With [`GatewayRelay::Fallback`]: how long a direct attempt may take before the dialing
     /// side falls back to the gateway relay (sooner if ICE fails).
     pub relay_after: Duration,
+    /// Links list only the FEATURES of protocol 1.5 (tests of mixed versions).
+    pub(crate) as_of_1_5: bool,
 }
 
 /// When a link travels over the gateway instead of a direct WebRTC path.
@@ -85,11 +87,20 @@ impl Default for LinkSettings {
             limits: LinkLimits::default(),
             gateway_relay: GatewayRelay::default(),
             relay_after: Duration::from_secs(2),
+            as_of_1_5: false,
         }
     }
 }
 
 impl LinkSettings {
+    /// For tests of mixed versions: links list only the FEATURES a 1.5 agent lists (no
+    /// `chunk_digest`), so large messages either way are signed as §5 says.
+    #[cfg(feature = "test-hooks")]
+    pub fn as_of_1_5(mut self) -> Self {
+        self.as_of_1_5 = true;
+        self
+    }
+
     /// Sets [`setup_timeout`](Self::setup_timeout).
     pub fn setup_timeout(mut self, timeout: Duration) -> Self {
         self.setup_timeout = timeout;

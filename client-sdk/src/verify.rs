@@ -48,7 +48,7 @@ impl PeerVerifier {
 
     /// Decodes and verifies one message; accepted messages are remembered for replay checks.
     pub fn check(&mut self, bytes: &[u8], now: Timestamp) -> Result<Envelope, Refusal> {
-        self.check_up_to(bytes, MAX_ENVELOPE_BYTES, now)
+        self.check_up_to(bytes, MAX_ENVELOPE_BYTES, Signing::Canonical, now)
     }
 
     /// [`PeerVerifier::check`] of a message reassembled from CHUNKs, up to `limit` bytes
@@ -57,6 +57,7 @@ impl PeerVerifier {
         &mut self,
         bytes: &[u8],
         limit: usize,
+        signing: Signing,
         now: Timestamp,
     ) -> Result<Envelope, Refusal> {
         let (remote, local) = (self.remote, self.local);
@@ -77,14 +78,25 @@ impl PeerVerifier {
         if received.envelope().to != Some(self.local) {
             return Err(Refusal::WrongRecipient);
         }
-        let envelope = received
-            .into_verified()
-            .map_err(|_| Refusal::BadSignature)?;
+        let envelope = match signing {
+            Signing::Canonical => received.into_verified(),
+            Signing::Carried => received.into_verified_carried(),
+        }
+        .map_err(|_| Refusal::BadSignature)?;
         self.replay
             .check(&envelope.from, &envelope.id, envelope.timestamp, now)
             .map_err(|_| Refusal::Replayed)?;
         Ok(envelope)
     }
+}
+
+/// How a message reassembled from CHUNKs is signed (PROTOCOL_DESIGN.md §11.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    /// Over its canonical form, as every message is (§5).
+    Canonical,
+    /// Over its text's digest: both sides listed `chunk_digest` (1.6).
+    Carried,
 }
 
 #[cfg(test)]

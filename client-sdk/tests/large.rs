@@ -6,7 +6,7 @@ mod support;
 use ioap_client::{Agent, CallError, CapabilityHandler, StreamItem};
 use ioap_protocol::Identity;
 use serde_json::{Value, json};
-use support::{agent, builder, gateway, within};
+use support::{agent, builder, gateway, link_settings, within};
 
 /// `blob` returns a string of `args` bytes; `parts` streams three of `args` bytes each.
 fn handlers() -> Vec<CapabilityHandler> {
@@ -114,6 +114,50 @@ async fn a_large_answer_in_pieces_still_makes_a_receipt_that_verifies() {
     assert_eq!(proof.result, Some(value));
     caller.close().await;
     callee.close().await;
+}
+
+/// Whether a receipt's text was signed over its digest (1.6) rather than as §5 says.
+fn signed_by_digest(text: &str) -> bool {
+    ioap_protocol::ReceivedEnvelope::decode_up_to(text.as_bytes(), 1 << 30, |_| None)
+        .expect("decodes")
+        .verify_carried()
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_are_signed_by_digest_between_1_6_sides_only() {
+    let gateway = gateway().await;
+    let url = gateway.ws_url();
+    let old = |url: &str| {
+        builder(url, Identity::generate().expect("rng"))
+            .link_settings(link_settings().as_of_1_5())
+            .capabilities(handlers())
+            .connect()
+    };
+    let new_callee = callee(&url).await;
+    let old_callee = old(&url).await.expect("a 1.5 callee");
+    let new_caller = agent(&url).await;
+    let old_caller = old(&url).await.expect("a 1.5 caller");
+    let options = ioap_client::CallOptions::new().timeout(std::time::Duration::from_secs(20));
+    let args = json!("7".repeat(200_000));
+    for (caller, callee, digest) in [
+        (&new_caller, &new_callee, true),
+        (&new_caller, &old_callee, false),
+        (&old_caller, &new_callee, false),
+    ] {
+        let peer = caller.peer(callee.did());
+        // echo: a 200 KB request and a 200 KB answer, each carried in CHUNKs.
+        let (echoed, receipt) = within(peer.exec_with_receipt("echo", args.clone(), &options))
+            .await
+            .expect("the echo");
+        assert_eq!(echoed, args);
+        receipt.verify().expect("the receipt verifies");
+        assert_eq!(signed_by_digest(&receipt.request), digest, "the request");
+        assert_eq!(signed_by_digest(&receipt.response), digest, "the answer");
+    }
+    for agent in [new_caller, old_caller, new_callee, old_callee] {
+        agent.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

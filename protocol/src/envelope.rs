@@ -205,21 +205,7 @@ impl Envelope {
         identity: &Identity,
         limit: usize,
     ) -> Result<SignedEnvelope, EncodeError> {
-        if identity.did() != self.from {
-            return Err(EncodeError::WrongSigner {
-                signer: identity.did().to_string(),
-                from: self.from.to_string(),
-            });
-        }
-        check_rules(&self).map_err(EncodeError::Invalid)?;
-        self.body
-            .validate()
-            .map_err(|e| EncodeError::Invalid(e.to_string()))?;
-        let mut object = self.unsigned_object();
-        for value in object.values() {
-            // The envelope object is depth 1, so its members start at depth 1.
-            json::check_value_at(value, 1).map_err(|e| EncodeError::Invalid(e.to_string()))?;
-        }
+        let mut object = self.checked_object(identity)?;
         let canonical = signing::canonicalize_object(&object);
         let purpose = Purpose::for_type(self.message_type());
         let signature = signing::sign(identity, purpose, &canonical);
@@ -239,6 +225,43 @@ impl Envelope {
             signature,
             json,
         })
+    }
+}
+
+impl Envelope {
+    /// The envelope object without `signature`, once the envelope is checked against the spec
+    /// and `identity` is its sender.
+    pub(crate) fn checked_object(
+        &self,
+        identity: &Identity,
+    ) -> Result<Map<String, Value>, EncodeError> {
+        if identity.did() != self.from {
+            return Err(EncodeError::WrongSigner {
+                signer: identity.did().to_string(),
+                from: self.from.to_string(),
+            });
+        }
+        check_rules(self).map_err(EncodeError::Invalid)?;
+        self.body
+            .validate()
+            .map_err(|e| EncodeError::Invalid(e.to_string()))?;
+        let object = self.unsigned_object();
+        for value in object.values() {
+            // The envelope object is depth 1, so its members start at depth 1.
+            json::check_value_at(value, 1).map_err(|e| EncodeError::Invalid(e.to_string()))?;
+        }
+        Ok(object)
+    }
+}
+
+impl SignedEnvelope {
+    /// A signed envelope from its parts (the signature already made over `json`).
+    pub(crate) fn from_parts(envelope: Envelope, signature: Signature, json: String) -> Self {
+        SignedEnvelope {
+            envelope,
+            signature,
+            json,
+        }
     }
 }
 
@@ -355,6 +378,30 @@ impl ReceivedEnvelope {
         let canonical = self.canonical_bytes();
         let purpose = Purpose::for_type(self.envelope.message_type());
         signing::verify(&self.envelope.from, purpose, &canonical, &self.signature)
+    }
+
+    /// Verifies the 1.6 signature of an envelope carried in CHUNKs (PROTOCOL_DESIGN.md §11.6):
+    /// `signature` is the text's last member and covers the SHA-256 of the text before it.
+    pub fn verify_carried(&self) -> Result<(), BadSignature> {
+        let prefix = crate::carried::signed_prefix(&self.received).ok_or(BadSignature)?;
+        let digest = crate::carried::digest(prefix);
+        signing::verify(
+            &self.envelope.from,
+            Purpose::Carried,
+            &digest,
+            &self.signature,
+        )
+    }
+
+    /// The decoded envelope, unverified: for a caller that has verified it already.
+    pub(crate) fn into_envelope(self) -> Envelope {
+        self.envelope
+    }
+
+    /// [`ReceivedEnvelope::verify_carried`], then yields the envelope.
+    pub fn into_verified_carried(self) -> Result<Envelope, BadSignature> {
+        self.verify_carried()?;
+        Ok(self.envelope)
     }
 
     /// Verifies, then yields the envelope.

@@ -15,6 +15,7 @@
 //! - [`grant`]: signed, delegable permission to call a capability.
 //! - [`trace`]: W3C trace context carried by calls.
 //! - [`chunks`]: messages larger than one envelope, cut into CHUNKs and put back together.
+//! - [`carried`]: the 1.6 signature of such a message, over the digest of its text.
 //! - [`codes`]: error codes and WebSocket close codes.
 //! - [`json`]: strict JSON parsing under the protocol's limits.
 //!
@@ -37,6 +38,7 @@
 //! ```
 
 pub mod body;
+pub mod carried;
 pub mod chunks;
 pub mod codes;
 mod decode;

@@ -20,6 +20,9 @@ pub const MESSAGE_TAG: &[u8] = b"ioap/v1/message\0";
 pub const REGISTRATION_TAG: &[u8] = b"ioap/v1/register\0";
 /// Tag for grants (PROTOCOL_DESIGN.md §11.9), which are not envelopes.
 pub const GRANT_TAG: &[u8] = b"ioap/v1/grant\0";
+/// Tag for envelopes carried in CHUNKs whose signature covers a digest of their text
+/// (PROTOCOL_DESIGN.md §11.6, 1.6).
+pub const CARRIED_TAG: &[u8] = b"ioap/v1/carried\0";
 
 /// What a signature is for; selects the domain-separation tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub enum Purpose {
     Registration,
     /// A grant letting another agent call a capability.
     Grant,
+    /// A large envelope carried in CHUNKs, signed over the SHA-256 of its text.
+    Carried,
 }
 
 impl Purpose {
@@ -48,6 +53,7 @@ impl Purpose {
             Purpose::Message => MESSAGE_TAG,
             Purpose::Registration => REGISTRATION_TAG,
             Purpose::Grant => GRANT_TAG,
+            Purpose::Carried => CARRIED_TAG,
         }
     }
 }
@@ -115,7 +121,7 @@ mod tests {
 
     #[test]
     fn tags_differ_and_none_prefixes_another() {
-        let tags = [MESSAGE_TAG, REGISTRATION_TAG, GRANT_TAG];
+        let tags = [MESSAGE_TAG, REGISTRATION_TAG, GRANT_TAG, CARRIED_TAG];
         for (i, a) in tags.iter().enumerate() {
             for (j, b) in tags.iter().enumerate() {
                 assert!(i == j || !a.starts_with(b), "{i} {j}");

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use ioap_protocol::payload::ExecRequest;
-use ioap_protocol::signing::{self, MESSAGE_TAG, REGISTRATION_TAG};
+use ioap_protocol::signing::{self, CARRIED_TAG, MESSAGE_TAG, REGISTRATION_TAG};
 use ioap_protocol::{
     Body, CloseCode, Envelope, ErrorCode, Identity, MessageId, MessageType, ReceivedEnvelope,
     Timestamp,
@@ -93,6 +93,7 @@ fn worked_example_matches_byte_for_byte() {
 
     assert!(spec.contains(&hex_string(MESSAGE_TAG)));
     assert!(spec.contains(&hex_string(REGISTRATION_TAG)));
+    assert!(spec.contains(&hex_string(CARRIED_TAG)));
 }
 
 #[test]

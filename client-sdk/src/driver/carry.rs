@@ -14,6 +14,7 @@ use super::receipts::Receipts;
 use super::{Attempt, now, wall_now};
 use crate::core::AgentCore;
 use crate::machine::{Transmit, Unsent, UnsentCause};
+use crate::verify::Signing;
 
 /// Most messages that wait in a link's outbox. The peer's own traffic adds answers (a PONG per
 /// PING) while a large message leaves; a peer that sends faster than the link drains makes the
@@ -143,7 +144,12 @@ pub(super) fn prepare(
     } else {
         MAX_ENVELOPE_BYTES
     };
-    let text = match envelope.sign_up_to(&core.identity, limit) {
+    let signed = if attempt.machine.chunks_signed_by_digest() {
+        envelope.sign_carried_up_to(&core.identity, limit)
+    } else {
+        envelope.sign_up_to(&core.identity, limit)
+    };
+    let text = match signed {
         Ok(signed) => signed.into_string(),
         Err(ioap_protocol::EncodeError::TooLarge { size, limit }) => {
             let cause = UnsentCause::TooLarge {
@@ -201,9 +207,14 @@ pub(super) fn take_chunk(
         }
         Reassembled::Malformed(why) => Err(why),
         Reassembled::Complete(bytes) => {
+            let signing = if attempt.machine.chunks_signed_by_digest() {
+                Signing::Carried
+            } else {
+                Signing::Canonical
+            };
             let envelope = attempt
                 .verifier
-                .check_up_to(&bytes, limit, wall_now())
+                .check_up_to(&bytes, limit, signing, wall_now())
                 .map_err(|_| "the reassembled message does not verify")?;
             let carried = matches!(
                 envelope.message_type(),

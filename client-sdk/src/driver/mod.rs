@@ -232,6 +232,7 @@ impl Driver {
             max_calls: settings.limits.max_calls,
             max_serving: settings.limits.max_serving,
             window: settings.limits.window,
+            chunk_digest: !settings.as_of_1_5,
         }
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct LinkConfig {
     pub(crate) max_serving: usize,
     /// The window of our streamed calls to a peer that does flow control.
     pub(crate) window: u32,
+    /// Whether this side lists `chunk_digest` (1.6); off only where a test plays a 1.5 peer.
+    pub(crate) chunk_digest: bool,
 }
 
 /// What the application asks of the peer.
@@ -106,6 +108,7 @@ struct PeerFeatures {
     flow: bool,
     cancel: bool,
     chunks: bool,
+    chunk_digest: bool,
     idempotency: bool,
     trace: bool,
     grants: bool,
@@ -219,7 +222,7 @@ impl LinkMachine {
         }
         self.ping_out = Some((0, now));
         self.hello_sent = true;
-        self.send(Body::Features(extras::ours()), None);
+        self.send(Body::Features(extras::ours(self.config.chunk_digest)), None);
         self.send(Body::Ping(Ping { sequence: 0 }), None);
     }
 

@@ -26,6 +26,7 @@ fn config() -> LinkConfig {
         max_calls: 8,
         max_serving: 4,
         window: 8,
+        chunk_digest: true,
     }
 }
 

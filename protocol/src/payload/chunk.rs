@@ -9,6 +9,9 @@ use crate::json::MAX_SAFE_INTEGER;
 
 /// The 1.4 feature: the sender takes messages larger than one envelope, in CHUNKs.
 pub const FEATURE_CHUNKS: &str = "chunks";
+/// The 1.6 feature: between two sides that both list it, an envelope carried in CHUNKs is
+/// signed over the SHA-256 of its text rather than its canonical form ([`crate::carried`]).
+pub const FEATURE_CHUNK_DIGEST: &str = "chunk_digest";
 /// Most bytes of the whole message one CHUNK carries (46 KiB: with base64url and the
 /// envelope around it, a CHUNK stays under the 64 KiB envelope limit).
 pub const MAX_CHUNK_BYTES: usize = 46 * 1024;

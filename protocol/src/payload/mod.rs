@@ -258,7 +258,9 @@ mod intent;
 mod link;
 mod relay;
 
-pub use chunk::{Chunk, FEATURE_CHUNKS, MAX_CHUNK_BYTES, MAX_CHUNK_DATA_CHARS};
+pub use chunk::{
+    Chunk, FEATURE_CHUNK_DIGEST, FEATURE_CHUNKS, MAX_CHUNK_BYTES, MAX_CHUNK_DATA_CHARS,
+};
 pub use exec::{
     ExecRequest, ExecResponse, ExecStatus, MAX_IDEMPOTENCY_KEY, validate_idempotency_key,
 };

@@ -101,3 +101,35 @@ fn an_answer_to_another_request_or_from_someone_else_is_refused() {
     format.format = "ioap.receipt.v0".into();
     assert_eq!(format.verify().err(), Some(ReceiptError::Format));
 }
+
+#[test]
+fn a_receipt_of_carried_messages_verifies_and_one_byte_changed_does_not() {
+    let (a, b) = (alice(), bob());
+    let mut asked = request(&a, &b);
+    if let Body::ExecRequest(call) = &mut asked.body {
+        call.args = json!({"text": "x".repeat(100_000)});
+    }
+    let body = Body::ExecResponse(ExecResponse {
+        status: ExecStatus::Ok,
+        result: Some(json!("y".repeat(100_000))),
+        error: None,
+        execution_time_ms: 1,
+    });
+    let response = Envelope::new(b.did(), Some(a.did()), body, example_time())
+        .in_reply_to(asked.id)
+        .sign_carried_up_to(&b, 1 << 20)
+        .expect("sign")
+        .into_string();
+    let request = asked
+        .sign_carried_up_to(&a, 1 << 20)
+        .expect("sign")
+        .into_string();
+    let good = Receipt::new(request, response);
+    assert!(good.verify().is_ok());
+    let mut bad = good.clone();
+    bad.response = bad.response.replacen("yyyy", "yyyz", 1);
+    assert!(matches!(
+        bad.verify(),
+        Err(ReceiptError::BadSignature("response"))
+    ));
+}

@@ -4,15 +4,15 @@
 use ioap_protocol::ErrorCode;
 use ioap_protocol::grant::Grant;
 use ioap_protocol::payload::{
-    ErrorPayload, ExecRequest, FEATURE_CANCEL, FEATURE_CHUNKS, FEATURE_FLOW, FEATURE_GRANTS,
-    FEATURE_IDEMPOTENCY, FEATURE_TRACE, Features, Intent,
+    ErrorPayload, ExecRequest, FEATURE_CANCEL, FEATURE_CHUNK_DIGEST, FEATURE_CHUNKS, FEATURE_FLOW,
+    FEATURE_GRANTS, FEATURE_IDEMPOTENCY, FEATURE_TRACE, Features, Intent,
 };
 
 use super::{LinkMachine, PeerFeatures};
 use crate::error::CallError;
 
-/// What this side lists in FEATURES.
-pub(super) fn ours() -> Features {
+/// What this side lists in FEATURES; `chunk_digest`: the 1.6 name too.
+pub(super) fn ours(chunk_digest: bool) -> Features {
     let names = [
         FEATURE_FLOW,
         FEATURE_CANCEL,
@@ -21,8 +21,13 @@ pub(super) fn ours() -> Features {
         FEATURE_TRACE,
         FEATURE_GRANTS,
     ];
+    let newer = chunk_digest.then_some(FEATURE_CHUNK_DIGEST);
     Features {
-        features: names.iter().map(|name| (*name).to_owned()).collect(),
+        features: names
+            .iter()
+            .chain(&newer)
+            .map(|name| (*name).to_owned())
+            .collect(),
     }
 }
 
@@ -32,6 +37,7 @@ impl PeerFeatures {
             flow: features.has(FEATURE_FLOW),
             cancel: features.has(FEATURE_CANCEL),
             chunks: features.has(FEATURE_CHUNKS),
+            chunk_digest: features.has(FEATURE_CHUNK_DIGEST),
             idempotency: features.has(FEATURE_IDEMPOTENCY),
             trace: features.has(FEATURE_TRACE),
             grants: features.has(FEATURE_GRANTS),

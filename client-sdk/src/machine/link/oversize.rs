@@ -44,6 +44,12 @@ impl LinkMachine {
         self.peer.chunks
     }
 
+    /// Whether the messages carried in CHUNKs either way are signed over their text's digest
+    /// (both sides list `chunk_digest`, 1.6).
+    pub(crate) fn chunks_signed_by_digest(&self) -> bool {
+        self.config.chunk_digest && self.peer.chunks && self.peer.chunk_digest
+    }
+
     /// A CHUNK from the peer was verified: traffic, as any message is, though the rules see
     /// only the message it belongs to.
     pub(crate) fn heard(&mut self, now: Instant) {
