@@ -10,6 +10,7 @@ use str0m::net::{Protocol, Receive};
 use tokio::io::Interest;
 
 use super::Endpoint;
+use super::batch::Batch;
 use crate::rtc::str0m_engine::servers::FromServer;
 use crate::rtc::str0m_engine::slot::Slot;
 use crate::rtc::str0m_engine::stun::check_username;
@@ -181,8 +182,11 @@ impl Endpoint {
         }
     }
 
+    /// Sends what the connections and servers produced: consecutive datagrams to one
+    /// destination in one system call where the socket offloads segmentation.
     pub(super) fn transmit(&mut self) {
         let now = Instant::now();
+        let max_segments = self.udp.max_gso_segments();
         for transmit in self.out.drain(..) {
             let (source, destination) = (transmit.source, transmit.destination);
             match self
@@ -192,17 +196,15 @@ impl Endpoint {
                 Some(true) => {}
                 Some(false) => tracing::debug!(%destination, "the TURN relay refused a datagram"),
                 None => {
-                    let from = self.wildcard.then_some(source.ip());
-                    send(
-                        &self.socket,
-                        &self.udp,
-                        destination,
-                        from,
-                        &transmit.contents,
-                    );
+                    let route = (destination, self.wildcard.then_some(source.ip()));
+                    if !self.batch.add(route, &transmit.contents, max_segments) {
+                        send_batch(&self.socket, &self.udp, &mut self.batch);
+                        self.batch.add(route, &transmit.contents, max_segments);
+                    }
                 }
             }
         }
+        send_batch(&self.socket, &self.udp, &mut self.batch);
         while let Some((server, datagram)) = self.servers.poll_transmit(now) {
             send(&self.socket, &self.udp, server, None, &datagram);
         }
@@ -237,15 +239,35 @@ pub(super) fn send(
     source: Option<IpAddr>,
     contents: &[u8],
 ) {
+    send_segments(socket, udp, destination, source, contents, None);
+}
+
+/// Sends what `batch` holds, if anything.
+fn send_batch(socket: &tokio::net::UdpSocket, udp: &quinn_udp::UdpSocketState, batch: &mut Batch) {
+    if let Some(ready) = batch.take() {
+        let (to, from) = (ready.destination, ready.source);
+        send_segments(socket, udp, to, from, ready.contents, ready.segment_size);
+    }
+}
+
+/// Sends `contents` as datagrams of `segment_size` bytes (the last may be shorter), or as one.
+fn send_segments(
+    socket: &tokio::net::UdpSocket,
+    udp: &quinn_udp::UdpSocketState,
+    destination: SocketAddr,
+    source: Option<IpAddr>,
+    contents: &[u8],
+    segment_size: Option<usize>,
+) {
     let transmit = quinn_udp::Transmit {
         destination,
         ecn: None,
         contents,
-        segment_size: None,
+        segment_size,
         src_ip: source.filter(|ip| !ip.is_unspecified()),
     };
     if let Err(e) = udp.try_send(socket.into(), &transmit) {
-        tracing::debug!(error = %e, %destination, "datagram not sent");
+        tracing::debug!(error = %e, %destination, "datagrams not sent");
     }
 }
 

@@ -12,6 +12,7 @@ use str0m::Candidate as IceCandidate;
 use str0m::net::Transmit;
 use tokio::sync::mpsc;
 
+mod batch;
 mod datagrams;
 mod schedule;
 
@@ -51,6 +52,8 @@ pub struct Endpoint {
     commands: mpsc::Receiver<Queued>,
     to_self: mpsc::WeakSender<Queued>,
     out: Vec<Transmit>,
+    /// Datagrams of `out` going out together.
+    batch: batch::Batch,
 }
 
 impl Endpoint {
@@ -110,6 +113,7 @@ impl Endpoint {
             commands,
             to_self,
             out: Vec::new(),
+            batch: batch::Batch::default(),
         })
     }
 
