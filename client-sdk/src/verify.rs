@@ -2,7 +2,7 @@
 //! bytes, the two DIDs and a replay guard, so tests drive it without a data channel.
 
 use ioap_protocol::json::MAX_ENVELOPE_BYTES;
-use ioap_protocol::{Did, Envelope, ReceivedEnvelope, ReplayGuard, Timestamp};
+use ioap_protocol::{Did, Envelope, MessageType, ReceivedEnvelope, ReplayGuard, Timestamp};
 
 /// Why a message on a link was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,8 +47,13 @@ impl PeerVerifier {
     }
 
     /// Decodes and verifies one message; accepted messages are remembered for replay checks.
-    pub fn check(&mut self, bytes: &[u8], now: Timestamp) -> Result<Envelope, Refusal> {
-        self.check_up_to(bytes, MAX_ENVELOPE_BYTES, Signing::Canonical, now)
+    pub fn check(
+        &mut self,
+        bytes: &[u8],
+        signing: Signing,
+        now: Timestamp,
+    ) -> Result<Envelope, Refusal> {
+        self.check_up_to(bytes, MAX_ENVELOPE_BYTES, signing, now)
     }
 
     /// [`PeerVerifier::check`] of a message reassembled from CHUNKs, up to `limit` bytes
@@ -78,9 +83,13 @@ impl PeerVerifier {
         if received.envelope().to != Some(self.local) {
             return Err(Refusal::WrongRecipient);
         }
-        let envelope = match signing {
-            Signing::Canonical => received.into_verified(),
-            Signing::Carried => received.into_verified_carried(),
+        let by_digest = signing == Signing::Digest
+            && (bytes.len() > MAX_ENVELOPE_BYTES
+                || received.envelope().message_type() == MessageType::Chunk);
+        let envelope = if by_digest {
+            received.into_verified_carried()
+        } else {
+            received.into_verified()
         }
         .map_err(|_| Refusal::BadSignature)?;
         self.replay
@@ -90,13 +99,14 @@ impl PeerVerifier {
     }
 }
 
-/// How a message reassembled from CHUNKs is signed (PROTOCOL_DESIGN.md §11.6).
+/// How the peer signs CHUNKs and the messages they carry (PROTOCOL_DESIGN.md §11.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signing {
-    /// Over its canonical form, as every message is (§5).
+    /// Over their canonical form, as every message (§5).
     Canonical,
-    /// Over its text's digest: both sides listed `chunk_digest` (1.6).
-    Carried,
+    /// Over their text's digest: both sides listed `chunk_digest` (1.6). Other messages are
+    /// signed as §5 says.
+    Digest,
 }
 
 #[cfg(test)]
@@ -123,31 +133,89 @@ mod tests {
         let (a, b) = (alice(), bob());
         let mut at_b = PeerVerifier::new(b.did(), a.did());
         let good = ping(&a, b.did());
-        assert!(at_b.check(good.as_bytes(), example_time()).is_ok());
+        assert!(
+            at_b.check(good.as_bytes(), Signing::Canonical, example_time())
+                .is_ok()
+        );
         assert_eq!(
-            at_b.check(good.as_bytes(), example_time()).err(),
+            at_b.check(good.as_bytes(), Signing::Canonical, example_time())
+                .err(),
             Some(Refusal::Replayed)
         );
         let stranger = Identity::from_seed(&[9; 32]);
         assert_eq!(
-            at_b.check(ping(&stranger, b.did()).as_bytes(), example_time())
-                .err(),
+            at_b.check(
+                ping(&stranger, b.did()).as_bytes(),
+                Signing::Canonical,
+                example_time()
+            )
+            .err(),
             Some(Refusal::WrongSender),
             "validly signed by someone else"
         );
         assert_eq!(
-            at_b.check(ping(&a, stranger.did()).as_bytes(), example_time())
-                .err(),
+            at_b.check(
+                ping(&a, stranger.did()).as_bytes(),
+                Signing::Canonical,
+                example_time()
+            )
+            .err(),
             Some(Refusal::WrongRecipient)
         );
         let forged = ping(&a, b.did()).replace("\"sequence\":1", "\"sequence\":2");
         assert_eq!(
-            at_b.check(forged.as_bytes(), example_time()).err(),
+            at_b.check(forged.as_bytes(), Signing::Canonical, example_time())
+                .err(),
             Some(Refusal::BadSignature)
         );
         assert_eq!(
-            at_b.check(b"{not json", example_time()).err(),
+            at_b.check(b"{not json", Signing::Canonical, example_time())
+                .err(),
             Some(Refusal::Malformed)
+        );
+    }
+
+    fn chunk(from: &Identity, to: Did, by_digest: bool) -> String {
+        let piece = ioap_protocol::payload::Chunk {
+            message: ioap_protocol::MessageId::random(),
+            index: 0,
+            count: 2,
+            total_bytes: 10,
+            data: "AAAA".into(),
+        };
+        let envelope = Envelope::new(from.did(), Some(to), Body::Chunk(piece), example_time());
+        let signed = if by_digest {
+            envelope.sign_carried_up_to(from, MAX_ENVELOPE_BYTES)
+        } else {
+            envelope.sign(from)
+        };
+        signed.expect("sign").into_string()
+    }
+
+    #[test]
+    fn between_1_6_sides_chunks_verify_by_digest_and_other_messages_as_section_5() {
+        let (a, b) = (alice(), bob());
+        let mut at_b = PeerVerifier::new(b.did(), a.did());
+        let now = example_time();
+        let digest = chunk(&a, b.did(), true);
+        let canonical = chunk(&a, b.did(), false);
+        assert!(at_b.check(digest.as_bytes(), Signing::Digest, now).is_ok());
+        assert_eq!(
+            at_b.check(canonical.as_bytes(), Signing::Digest, now).err(),
+            Some(Refusal::BadSignature)
+        );
+        assert!(
+            at_b.check(ping(&a, b.did()).as_bytes(), Signing::Digest, now)
+                .is_ok()
+        );
+        let mut at_b = PeerVerifier::new(b.did(), a.did());
+        assert_eq!(
+            at_b.check(digest.as_bytes(), Signing::Canonical, now).err(),
+            Some(Refusal::BadSignature)
+        );
+        assert!(
+            at_b.check(canonical.as_bytes(), Signing::Canonical, now)
+                .is_ok()
         );
     }
 }

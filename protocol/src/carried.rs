@@ -1,8 +1,8 @@
-//! The signature of an envelope carried in CHUNKs between two 1.6 sides
+//! The signature of a CHUNK, and of an envelope carried in CHUNKs, between two 1.6 sides
 //! (PROTOCOL_DESIGN.md §11.6, FEATURES `chunk_digest`).
 //!
-//! A carried envelope travels as exact bytes, so nothing on the way can re-encode it and its
-//! signature need not survive re-encoding (§5.3): it covers the SHA-256 of the text itself.
+//! Such texts travel as exact bytes, so nothing on the way can re-encode them and their
+//! signatures need not survive re-encoding (§5.3): they cover the SHA-256 of the text itself.
 //! The text ends with its `signature` member — `,"signature":"` 86 characters `"}` — and
 //!
 //! signed bytes = `ioap/v1/carried\0` ‖ SHA-256(the text before that member)
@@ -12,6 +12,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::body::MessageType;
 use crate::envelope::{EncodeError, Envelope, SignedEnvelope};
 use crate::identity::Identity;
 use crate::json::MAX_ENVELOPE_BYTES;
@@ -45,9 +46,10 @@ pub fn digest(prefix: &[u8]) -> [u8; 32] {
 }
 
 impl Envelope {
-    /// Signs an envelope for a link whose peer listed `chunk_digest` (1.6): a text over 64 KiB
-    /// — one the link carries in CHUNKs — over the SHA-256 of its text ([`crate::carried`]),
-    /// a smaller one as §5 asks; either way `signature` is the text's last member. Checks and
+    /// Signs an envelope for a link whose peer listed `chunk_digest` (1.6): a CHUNK, and a text
+    /// over 64 KiB (one the link carries in CHUNKs), over the SHA-256 of its text
+    /// ([`crate::carried`]); any other as §5 asks. Either way `signature` is the text's last
+    /// member. Checks and
     /// limits are those of [`Envelope::sign_up_to`]; the receiver verifies a carried text with
     /// [`crate::ReceivedEnvelope::verify_carried`].
     pub fn sign_carried_up_to(
@@ -62,7 +64,8 @@ impl Envelope {
             return Err(EncodeError::TooLarge { size, limit });
         }
         text.pop(); // the closing brace: the signature goes before it
-        let signature = if size > MAX_ENVELOPE_BYTES {
+        let by_digest = size > MAX_ENVELOPE_BYTES || self.message_type() == MessageType::Chunk;
+        let signature = if by_digest {
             signing::sign(identity, Purpose::Carried, &digest(text.as_bytes()))
         } else {
             let canonical = signing::canonicalize_object(&object);

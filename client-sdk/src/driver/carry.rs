@@ -60,6 +60,7 @@ impl Outbox {
         &mut self,
         core: &AgentCore,
         remote: Did,
+        by_digest: bool,
     ) -> Option<Result<String, String>> {
         let front = self.queue.front_mut()?;
         let wire = match front {
@@ -76,23 +77,29 @@ impl Outbox {
                 if cutter.remaining() == 0 {
                     self.queue.pop_front();
                 }
-                sign_chunk(core, remote, chunk, correlation)
+                sign_chunk(core, remote, chunk, correlation, by_digest)
             }
         };
         Some(wire)
     }
 }
 
+/// Signs a CHUNK: over its text's digest when both sides listed `chunk_digest`.
 fn sign_chunk(
     core: &AgentCore,
     remote: Did,
     chunk: Chunk,
     correlation: Option<MessageId>,
+    by_digest: bool,
 ) -> Result<String, String> {
     let mut envelope = Envelope::new(core.did, Some(remote), Body::Chunk(chunk), wall_now());
     envelope.correlation_id = correlation;
-    envelope
-        .sign(&core.identity)
+    let signed = if by_digest {
+        envelope.sign_carried_up_to(&core.identity, MAX_ENVELOPE_BYTES)
+    } else {
+        envelope.sign(&core.identity)
+    };
+    signed
         .map(|signed| signed.into_string())
         .map_err(|error| error.to_string())
 }
@@ -182,6 +189,15 @@ pub(super) fn prepare(
     }
 }
 
+/// How the peer signs CHUNKs and what they carry, by what both sides listed.
+pub(super) fn signing(attempt: &Attempt) -> Signing {
+    if attempt.machine.chunks_signed_by_digest() {
+        Signing::Digest
+    } else {
+        Signing::Canonical
+    }
+}
+
 /// Takes a verified CHUNK from the peer: a message it completes goes to the link's rules, a
 /// message refused at its first piece is answered. Err: the piece broke §11.6 (dropped).
 pub(super) fn take_chunk(
@@ -207,11 +223,7 @@ pub(super) fn take_chunk(
         }
         Reassembled::Malformed(why) => Err(why),
         Reassembled::Complete(bytes) => {
-            let signing = if attempt.machine.chunks_signed_by_digest() {
-                Signing::Carried
-            } else {
-                Signing::Canonical
-            };
+            let signing = signing(attempt);
             let envelope = attempt
                 .verifier
                 .check_up_to(&bytes, limit, signing, wall_now())

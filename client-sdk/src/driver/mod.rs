@@ -399,28 +399,33 @@ impl Driver {
             }
             RtcEvent::ChannelOpen => attempt.machine.handle_channel_open(now()),
             RtcEvent::PathFound => attempt.path_found = true,
-            RtcEvent::Message(text) => match attempt.verifier.check(text.as_bytes(), wall_now()) {
-                Ok(envelope) => {
-                    if let Body::Chunk(chunk) = &envelope.body {
-                        let limit = self.core.settings.limits.max_message_bytes;
-                        let correlation = envelope.correlation_id;
-                        let receipts = &mut self.receipts;
-                        if let Err(why) =
-                            carry::take_chunk(attempt, correlation, chunk, limit, receipts)
-                        {
-                            self.core.refusals.link_message();
-                            debug!(peer = %self.remote, why, "a large message dropped");
+            RtcEvent::Message(text) => {
+                match attempt
+                    .verifier
+                    .check(text.as_bytes(), carry::signing(attempt), wall_now())
+                {
+                    Ok(envelope) => {
+                        if let Body::Chunk(chunk) = &envelope.body {
+                            let limit = self.core.settings.limits.max_message_bytes;
+                            let correlation = envelope.correlation_id;
+                            let receipts = &mut self.receipts;
+                            if let Err(why) =
+                                carry::take_chunk(attempt, correlation, chunk, limit, receipts)
+                            {
+                                self.core.refusals.link_message();
+                                debug!(peer = %self.remote, why, "a large message dropped");
+                            }
+                        } else {
+                            self.receipts.received(&envelope, text.as_bytes());
+                            attempt.machine.handle_message(now(), envelope);
                         }
-                    } else {
-                        self.receipts.received(&envelope, text.as_bytes());
-                        attempt.machine.handle_message(now(), envelope);
+                    }
+                    Err(refusal) => {
+                        self.core.refusals.link_message();
+                        debug!(peer = %self.remote, %refusal, "message on the link dropped");
                     }
                 }
-                Err(refusal) => {
-                    self.core.refusals.link_message();
-                    debug!(peer = %self.remote, %refusal, "message on the link dropped");
-                }
-            },
+            }
             RtcEvent::Binary(bytes) => {
                 self.core.refusals.link_message();
                 debug!(peer = %self.remote, bytes, "binary message on the link dropped");
@@ -513,7 +518,8 @@ impl Driver {
         let Some(attempt) = self.attempt.as_mut() else {
             return;
         };
-        let sent = match attempt.outbox.next_wire(&self.core, self.remote) {
+        let by_digest = attempt.machine.chunks_signed_by_digest();
+        let sent = match attempt.outbox.next_wire(&self.core, self.remote, by_digest) {
             Some(Ok(wire)) => attempt.rtc.send(wire).await.map_err(|e| e.to_string()),
             Some(Err(error)) => Err(error),
             None => Ok(()),

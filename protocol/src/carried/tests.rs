@@ -118,3 +118,26 @@ fn a_text_that_fits_one_envelope_is_signed_as_section_5_with_its_signature_last(
     assert_eq!(received.verify(), Ok(()));
     assert!(received.verify_carried().is_err());
 }
+
+#[test]
+fn a_chunk_is_signed_by_digest_whatever_its_size() {
+    let piece = crate::payload::Chunk {
+        message: crate::MessageId::random(),
+        index: 0,
+        count: 2,
+        total_bytes: 10,
+        data: "AAAA".into(),
+    };
+    let text = Envelope::new(
+        alice().did(),
+        Some(bob().did()),
+        Body::Chunk(piece),
+        example_time(),
+    )
+    .sign_carried_up_to(&alice(), LIMIT)
+    .expect("signs")
+    .into_string();
+    let received = received(text.as_bytes());
+    assert_eq!(received.verify_carried(), Ok(()));
+    assert!(received.verify().is_err());
+}
