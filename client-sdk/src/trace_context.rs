@@ -21,6 +21,8 @@ fn span_id() -> [u8; 8] {
     TraceParent::random().parent_id
 }
 
+/// Bytes as lower-case hex (OTLP's ids).
+#[cfg(feature = "otlp")]
 pub(crate) fn hex(bytes: &[u8]) -> String {
     Hex(bytes).to_string()
 }
